@@ -1,0 +1,102 @@
+"""The index: one SQLite row per published model (WAL, safe across processes).
+
+The index is derived data. The directory is the truth: a row is written only after its model
+was renamed into place, and an entry without a row (tensorflow_hub wrote it, or the index was
+lost) is adopted from its descriptor.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hubcache.verify import Manifest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    handle TEXT,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    last_access REAL NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT,
+    etag TEXT,
+    final_url TEXT,
+    manifest TEXT
+)
+"""
+_COLUMNS = (
+    "key, handle, size_bytes, created, last_access, pinned, fingerprint, etag, final_url, manifest"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    handle: str | None
+    size_bytes: int
+    created: float
+    last_access: float
+    pinned: bool = False
+    fingerprint: str | None = None
+    etag: str | None = None
+    final_url: str | None = None
+    manifest: Manifest = field(default_factory=dict, compare=False, repr=False)
+
+
+def _entry(row: tuple[object, ...]) -> Entry:
+    key, handle, size, created, access, pinned, fingerprint, etag, final_url, manifest = row
+    return Entry(
+        key=str(key),
+        handle=None if handle is None else str(handle),
+        size_bytes=int(size),  # type: ignore[call-overload]
+        created=float(created),  # type: ignore[arg-type]
+        last_access=float(access),  # type: ignore[arg-type]
+        pinned=bool(pinned),
+        fingerprint=None if fingerprint is None else str(fingerprint),
+        etag=None if etag is None else str(etag),
+        final_url=None if final_url is None else str(final_url),
+        manifest=json.loads(str(manifest)) if manifest else {},
+    )
+
+
+class Index:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put(self, entry: Entry) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            (
+                entry.key, entry.handle, entry.size_bytes, entry.created, entry.last_access,
+                int(entry.pinned), entry.fingerprint, entry.etag, entry.final_url,
+                json.dumps(entry.manifest) if entry.manifest else None,
+            ),
+        )  # fmt: skip
+
+    def get(self, key: str) -> Entry | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE key = ?",  # noqa: S608
+            (key,),
+        ).fetchone()
+        return None if row is None else _entry(row)
+
+    def all(self) -> list[Entry]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY key")  # noqa: S608
+        return [_entry(row) for row in rows]
+
+    def touch(self, key: str, now: float) -> None:
+        self._db.execute("UPDATE entries SET last_access = ? WHERE key = ?", (now, key))
+
+    def delete(self, key: str) -> None:
+        self._db.execute("DELETE FROM entries WHERE key = ?", (key,))

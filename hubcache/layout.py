@@ -1,0 +1,68 @@
+"""Where everything lives in a cache directory (pure path arithmetic, no I/O).
+
+The top level is tensorflow_hub's layout; hubcache's own state hides under ``.hubcache/``::
+
+    <root>/<key>/                 published model
+    <root>/<key>.descriptor.txt   who downloaded it, in tensorflow_hub's format
+    <root>/<key>.lock             tensorflow_hub's lock: "<host>.<pid>.<uid>"
+    <root>/<key>.<uid>.tmp/       staging, same uid as the lock
+    <root>/.hubcache/index.sqlite, partial/, locks/, blobs/, trash/
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+KEY_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+STATE_DIR = ".hubcache"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.state / "index.sqlite"
+
+    @property
+    def trash(self) -> Path:
+        return self.state / "trash"
+
+    def model(self, key: str) -> Path:
+        return self.root / key
+
+    def descriptor(self, key: str) -> Path:
+        return self.root / f"{key}.descriptor.txt"
+
+    def hub_lock(self, key: str) -> Path:
+        return self.root / f"{key}.lock"
+
+    def staging(self, key: str, uid: str) -> Path:
+        return self.root / f"{key}.{uid}.tmp"
+
+    def kernel_lock(self, key: str) -> Path:
+        return self.state / "locks" / f"{key}.lock"
+
+    def partial(self, key: str) -> Path:
+        return self.state / "partial" / f"{key}.part"
+
+    def partial_state(self, key: str) -> Path:
+        return self.state / "partial" / f"{key}.part.json"
+
+    def trash_slot(self, key: str, uid: str) -> Path:
+        return self.trash / f"{key}.{uid}"
+
+    def create(self) -> None:
+        for directory in (self.root, self.state / "locks", self.state / "partial", self.trash):
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def is_key(name: str) -> bool:
+    return bool(KEY_PATTERN.match(name))

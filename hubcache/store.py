@@ -1,0 +1,176 @@
+"""The cache directory: look up, publish, adopt, list and remove models (no network).
+
+Crash-safe order everywhere: stage, verify, rename into place, then write the index row;
+to remove, rename out to ``trash/`` first, then drop the row and the descriptor, delete last.
+A crash therefore leaves orphans (swept later), never a half model under ``<key>/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from hubcache.config import Settings
+from hubcache.errors import NotAModelError
+from hubcache.handles import cache_key
+from hubcache.index import Entry, Index
+from hubcache.layout import Layout, is_key
+from hubcache.verify import model_problems, shape_problems, take_manifest
+
+
+def descriptor_text(handle: str) -> str:
+    """tensorflow_hub's descriptor, byte for byte in its format."""
+    return "Module: %s\nDownload Time: %s\nDownloader Hostname: %s (PID:%d)" % (  # noqa: UP031
+        handle,
+        str(datetime.datetime.today()),
+        socket.gethostname(),
+        os.getpid(),
+    )
+
+
+def handle_from_descriptor(text: str) -> str | None:
+    first = text.split("\n", 1)[0]
+    if not first.startswith("Module: "):
+        return None
+    return first[len("Module: ") :].strip() or None
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.layout = Layout(settings.cache_dir)
+        self.layout.create()
+        self.index = Index(self.layout.index)
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def lookup(self, handle: str) -> Entry | None:
+        """The complete cached model of ``handle`` (its access time updated), else None."""
+        entry = self.check(cache_key(handle))
+        if entry is not None:
+            self.index.touch(entry.key, time.time())
+        return entry
+
+    def check(self, key: str) -> Entry | None:
+        """The entry for ``key`` if its directory holds a complete model, adopting it if new."""
+        path = self.layout.model(key)
+        if not path.is_dir():
+            return None
+        entry = self.index.get(key)
+        if entry is None:
+            return self.adopt(key)
+        return None if model_problems(path, entry.manifest) else entry
+
+    def adopt(self, key: str) -> Entry | None:
+        """Index a model some other tool (tensorflow_hub) put in place; None if it is broken."""
+        path = self.layout.model(key)
+        if model_problems(path):
+            return None
+        manifest = take_manifest(path)
+        descriptor = self.layout.descriptor(key)
+        try:
+            handle = handle_from_descriptor(descriptor.read_text(encoding="utf8"))
+            created = descriptor.stat().st_mtime
+        except OSError:
+            handle, created = None, path.stat().st_mtime
+        if handle is not None and cache_key(handle) != key:
+            handle = None  # a descriptor that does not belong to this directory
+        entry = Entry(
+            key=key,
+            handle=handle,
+            size_bytes=sum(manifest.values()),
+            created=created,
+            last_access=created,
+            manifest=manifest,
+        )
+        self.index.put(entry)
+        return entry
+
+    def entries(self) -> list[Entry]:
+        """Every published model, adopting unknown ones and forgetting rows whose model is gone."""
+        keys = {
+            name
+            for name in os.listdir(self.layout.root)
+            if is_key(name) and (self.layout.root / name).is_dir()
+        }
+        listed = []
+        for entry in self.index.all():
+            if entry.key in keys:
+                listed.append(entry)
+                keys.discard(entry.key)
+            else:
+                self.index.delete(entry.key)
+        listed += [adopted for key in sorted(keys) if (adopted := self.adopt(key)) is not None]
+        return sorted(listed, key=lambda e: e.key)
+
+    # -- writing (the caller holds the key's locks) -------------------------------------------
+
+    def write_descriptor(self, key: str, handle: str) -> None:
+        path = self.layout.descriptor(key)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(descriptor_text(handle), encoding="utf8")
+        tmp.replace(path)
+
+    def publish(
+        self, key: str, handle: str, staging: Path, etag: str | None, final_url: str | None
+    ) -> Entry:
+        """Move a verified staging directory to ``<key>/`` and index it."""
+        problems = shape_problems(staging)
+        if problems:
+            raise NotAModelError(problems[0], handle)
+        manifest = take_manifest(staging)
+        self.write_descriptor(key, handle)
+        target = self.layout.model(key)
+        if target.exists():
+            self.retire(key)  # a broken or empty leftover: never publish on top of it
+        try:
+            os.rename(staging, target)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # Someone (tensorflow_hub) published meanwhile; theirs wins if it is complete.
+            shutil.rmtree(staging, ignore_errors=True)
+            adopted = self.check(key)
+            if adopted is None:
+                raise
+            return adopted
+        now = time.time()
+        entry = Entry(
+            key=key,
+            handle=handle,
+            size_bytes=sum(manifest.values()),
+            created=now,
+            last_access=now,
+            etag=etag,
+            final_url=final_url,
+            manifest=manifest,
+        )
+        self.index.put(entry)
+        return entry
+
+    def retire(self, key: str) -> bool:
+        """Rename ``<key>/`` out of sight into trash, then delete it. False if there was none."""
+        slot = self.layout.trash_slot(key, uuid.uuid4().hex)
+        try:
+            os.rename(self.layout.model(key), slot)
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(slot, ignore_errors=True)
+        return True
+
+    def remove(self, key: str) -> bool:
+        """Delete a model, its row and its descriptor. False if nothing was cached."""
+        removed = self.retire(key)
+        self.index.delete(key)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.descriptor(key).unlink()
+        return removed
