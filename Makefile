@@ -4,26 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint clean
+.PHONY: run test lint system-deps clean
 
-# The daemon and CLI need no TensorFlow: `run` installs the package alone.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The daemon and CLI need no TensorFlow: `run` installs the package alone.
 $(VENV)/.base: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-# Tests need everything: the test tools, linters, and TensorFlow + tensorflow_hub as peers.
+# Tests need everything: test tools, linters, TensorFlow + tensorflow_hub as real peers.
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[tf,test,dev]'
 	touch $@ $(VENV)/.base
 
+# Start the daemon with defaults (cache: $$TFHUB_CACHE_DIR or ~/.cache/hubcache;
+# socket: $$XDG_RUNTIME_DIR/hubcache/hubcache.sock or /run/hubcache/hubcache.sock).
 run: $(VENV)/.base
-	$(BIN)/hubcache --help
+	exec $(BIN)/hubcache daemon
 
-test: $(VENV)/.full
+system-deps:
+	./scripts/system-deps
+
+test: $(VENV)/.full system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.full

@@ -1,20 +1,27 @@
 """The synchronous Python API: ``resolve``, ``prefetch``, ``load``.
 
-A cached model is answered from the directory alone (no event loop, no aiohttp import); only a
-download starts the asyncio pipeline. TensorFlow is imported by :func:`load` and nowhere else.
+Each call asks the daemon when one answers on the socket and falls back to the same pipeline in
+this process when none does (``HUBCACHE_NO_DAEMON=1`` forces that). An error *from* the daemon is
+raised as is, never retried in-process. A cache hit in-process is answered from the directory
+alone (no event loop, no aiohttp); TensorFlow is imported by :func:`load` and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from hubcache.client import Client, DaemonUnavailable
 from hubcache.config import Settings, load_settings
-from hubcache.handles import HandleKind, cache_key, classify
+from hubcache.errors import HubcacheError
+from hubcache.handles import HandleKind, classify
 
 T = TypeVar("T")
+Row = dict[str, Any]
+Outcome = Row | HubcacheError
+KeyProgress = Callable[[str, int, int | None], None]  # (key, bytes done, bytes total)
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -40,41 +47,91 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     return outcome[0]
 
 
-async def _resolve_all(settings: Settings, handles: Sequence[str]) -> list[Any]:
+def daemon_client(settings: Settings) -> Client | None:
+    return None if settings.no_daemon else Client(settings.socket)
+
+
+async def _in_process(
+    settings: Settings, handles: Sequence[str], progress: KeyProgress | None
+) -> list[Outcome]:
+    from hubcache.handles import cache_key  # noqa: PLC0415
     from hubcache.pipeline import Pipeline  # noqa: PLC0415 - keeps aiohttp out of cache hits
+
+    def reporter(handle: str) -> Callable[[int, int | None], None] | None:
+        if progress is None:
+            return None
+        key = cache_key(handle)
+        return lambda done, total: progress(key, done, total)
 
     pipeline = Pipeline(settings)
     try:
-        return await asyncio.gather(*(pipeline.resolve(h) for h in handles), return_exceptions=True)
+        results = await asyncio.gather(
+            *(pipeline.resolve(h, reporter(h)) for h in handles), return_exceptions=True
+        )
     finally:
         await pipeline.aclose()
         pipeline.store.close()
+    outcomes: list[Outcome] = []
+    for result in results:
+        if isinstance(result, HubcacheError):
+            outcomes.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            outcomes.append(result.row())
+    return outcomes
 
 
-def resolve_many(handles: Sequence[str], settings: Settings | None = None) -> list[Any]:
-    """Resolve each handle; the result holds a ``Resolved``, a local path or an exception each."""
+def _through_daemon(client: Client, handles: Sequence[str]) -> list[Outcome]:
+    """Start every job at once, then wait for each (a resolve joins the running job)."""
+    if len(handles) > 1:
+        client.prefetch(list(handles))
+    outcomes: list[Outcome] = []
+    for handle in handles:
+        try:
+            outcomes.append(client.resolve(handle))
+        except HubcacheError as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def resolve_many(
+    handles: Sequence[str],
+    settings: Settings | None = None,
+    progress: KeyProgress | None = None,
+) -> list[Outcome]:
+    """Resolve each handle: a row (``handle, key, path, size_bytes, fingerprint, source``) or the
+    :class:`HubcacheError` that stopped it. Local handles come back as ``source: local``."""
     settings = settings or load_settings()
-    results: list[Any] = [None] * len(handles)
+    outcomes: list[Outcome | None] = [None] * len(handles)
     remote: list[int] = []
     for i, handle in enumerate(handles):
         try:
-            results[i] = handle if classify(handle) is HandleKind.LOCAL else None
-        except Exception as error:  # noqa: BLE001 - reported per handle
-            results[i] = error
-            continue
-        if results[i] is None:
-            remote.append(i)
-    if remote:
-        resolved = run_sync(_resolve_all(settings, [handles[i] for i in remote]))
-        for i, outcome in zip(remote, resolved, strict=True):
-            results[i] = outcome
-    return results
+            if classify(handle) is HandleKind.LOCAL:
+                outcomes[i] = {"handle": handle, "path": handle, "source": "local"}
+            else:
+                remote.append(i)
+        except HubcacheError as error:
+            outcomes[i] = error
+    wanted = [handles[i] for i in remote]
+    results: list[Outcome] | None = None
+    client = daemon_client(settings)
+    if wanted and client is not None:
+        try:
+            results = _through_daemon(client, wanted)
+        except DaemonUnavailable:
+            results = None
+    if wanted and results is None:
+        results = run_sync(_in_process(settings, wanted, progress))
+    for i, outcome in zip(remote, results or [], strict=True):
+        outcomes[i] = outcome
+    return [o for o in outcomes if o is not None]
 
 
-def _path_of(outcome: Any) -> str:
-    if isinstance(outcome, BaseException):
+def _path(outcome: Outcome) -> str:
+    if isinstance(outcome, HubcacheError):
         raise outcome
-    return outcome if isinstance(outcome, str) else str(outcome.path)
+    return str(outcome["path"])
 
 
 def resolve(handle: str, settings: Settings | None = None) -> str:
@@ -82,20 +139,26 @@ def resolve(handle: str, settings: Settings | None = None) -> str:
     if classify(handle) is HandleKind.LOCAL:
         return handle
     settings = settings or load_settings()
+    client = daemon_client(settings)
+    if client is not None:
+        try:
+            return str(client.resolve(handle)["path"])
+        except DaemonUnavailable:
+            pass
     from hubcache.store import Store  # noqa: PLC0415
 
     store = Store(settings)
     try:
-        if store.lookup(handle) is not None:
-            return str(store.layout.model(cache_key(handle)))
+        if (entry := store.lookup(handle)) is not None:
+            return str(store.layout.model(entry.key))
     finally:
         store.close()
-    return _path_of(resolve_many([handle], settings)[0])
+    return _path(run_sync(_in_process(settings, [handle], None))[0])
 
 
 def prefetch(handles: Sequence[str], settings: Settings | None = None) -> list[str]:
     """Download every handle concurrently; their paths, or the first error after all finish."""
-    return [_path_of(outcome) for outcome in resolve_many(list(handles), settings)]
+    return [_path(outcome) for outcome in resolve_many(list(handles), settings)]
 
 
 def load(handle: str, tags: Any = None, options: Any = None) -> Any:

@@ -1,7 +1,8 @@
 """The ``hubcache`` command line.
 
-Exit 0 on success, 1 on failure with one line per failure naming the handle and the cause,
-2 on usage errors (argparse's own convention).
+Every command that needs the daemon uses it when it answers and works in-process when none does
+(``--no-daemon`` forces that). Exit 0 on success, 1 on failure with one line per failure naming
+the handle and the cause, 2 on usage errors (argparse's own convention).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hubcache import __version__
-from hubcache.api import resolve_many
-from hubcache.config import Settings, load_settings
-from hubcache.errors import HubcacheError, NotCachedError
+from hubcache.api import daemon_client, resolve_many
+from hubcache.client import Client, DaemonUnavailable
+from hubcache.config import Settings, load_settings, parse_size
+from hubcache.errors import ConfigError, HubcacheError, NotCachedError
 from hubcache.handles import cache_key
 from hubcache.layout import is_key
 
@@ -28,101 +30,124 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hubcache {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config file")
+    common.add_argument("--config", metavar="FILE", help="TOML config file (HUBCACHE_CONFIG)")
     common.add_argument("--cache-dir", metavar="DIR", help="cache directory (TFHUB_CACHE_DIR)")
     common.add_argument("--socket", metavar="PATH", help="daemon socket (HUBCACHE_SOCKET)")
     common.add_argument("--no-daemon", action="store_true", help="work in this process")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    prefetch = commands.add_parser("prefetch", parents=[common], help="download models")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help_text)
+
+    command("daemon", "serve the cache on a Unix socket")
+    prefetch = command("prefetch", "download models")
     prefetch.add_argument("handles", nargs="+", metavar="HANDLE")
     prefetch.add_argument("--json", action="store_true", help="print results as JSON")
-
-    resolve = commands.add_parser("resolve", parents=[common], help="print a model's path")
-    resolve.add_argument("handle", metavar="HANDLE")
-
-    ls = commands.add_parser("ls", parents=[common], help="list cached models")
-    ls.add_argument("--json", action="store_true", help="print entries as JSON")
-
-    rm = commands.add_parser("rm", parents=[common], help="remove cached models")
-    rm.add_argument("targets", nargs="+", metavar="HANDLE|KEY")
+    command("resolve", "print a model's path (downloading it if needed)").add_argument(
+        "handle", metavar="HANDLE"
+    )
+    command("ls", "list cached models").add_argument("--json", action="store_true")
+    command("rm", "remove cached models").add_argument("targets", nargs="+", metavar="HANDLE|KEY")
+    command("gc", "evict down to the size budget").add_argument(
+        "--max-size", type=_size, metavar="SIZE", help="budget for this run, e.g. 50GiB"
+    )
+    command("pin", "never evict a model").add_argument("target", metavar="HANDLE|KEY")
+    command("unpin", "let a model be evicted again").add_argument("target", metavar="HANDLE|KEY")
+    command("status", "daemon and cache status").add_argument("--json", action="store_true")
     return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
 
 
 def _fail(message: object) -> None:
     print(f"hubcache: {message}", file=sys.stderr)
 
 
+def _with_daemon(settings: Settings, work: Callable[[Client], int]) -> int | None:
+    """``work(client)`` when a daemon answers; None to fall back in-process."""
+    client = daemon_client(settings)
+    if client is None:
+        return None
+    try:
+        return work(client)
+    except DaemonUnavailable:
+        return None
+
+
+def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from hubcache.daemon import serve  # noqa: PLC0415
+    from hubcache.logs import configure  # noqa: PLC0415
+
+    configure()
+    return asyncio.run(serve(settings))
+
+
 def _cmd_prefetch(args: argparse.Namespace, settings: Settings) -> int:
-    outcomes = resolve_many(args.handles, settings)
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    for outcome in failed:
-        if not isinstance(outcome, HubcacheError):
-            raise outcome
-        _fail(outcome)
+    from hubcache.progress import Board  # noqa: PLC0415
+
+    board = Board(args.handles)
+    client = daemon_client(settings)
+    if client is not None and board.enabled:
+        board.follow(client)
+    try:
+        outcomes = resolve_many(args.handles, settings, progress=board.update)
+    finally:
+        board.close()
+    failed = [o for o in outcomes if isinstance(o, HubcacheError)]
+    for error in failed:
+        _fail(error)
     if args.json:
-        rows = [_result_row(h, o) for h, o in zip(args.handles, outcomes, strict=True)]
+        rows = [
+            {"handle": h, "error": o.to_payload()} if isinstance(o, HubcacheError) else o
+            for h, o in zip(args.handles, outcomes, strict=True)
+        ]
         print(json.dumps(rows, indent=2))
     else:
-        for handle, outcome in zip(args.handles, outcomes, strict=True):
-            if not isinstance(outcome, BaseException):
-                print(f"{handle}\t{_path(outcome)}")
+        for outcome in outcomes:
+            if not isinstance(outcome, HubcacheError):
+                print(f"{outcome['handle']}\t{outcome['path']}")
     return 1 if failed else 0
-
-
-def _path(outcome: Any) -> str:
-    return outcome if isinstance(outcome, str) else str(outcome.path)
-
-
-def _result_row(handle: str, outcome: Any) -> dict[str, Any]:
-    if isinstance(outcome, HubcacheError):
-        return {"handle": handle, "error": {"code": outcome.code, "message": str(outcome)}}
-    if isinstance(outcome, str):
-        return {"handle": handle, "path": outcome, "source": "local"}
-    return {
-        "handle": handle,
-        "key": outcome.key,
-        "path": outcome.path,
-        "size_bytes": outcome.size_bytes,
-        "fingerprint": outcome.fingerprint,
-        "source": outcome.source,
-    }
 
 
 def _cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
     outcome = resolve_many([args.handle], settings)[0]
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, HubcacheError):
         raise outcome
-    print(os.path.abspath(_path(outcome)))
+    print(os.path.abspath(outcome["path"]))
     return 0
 
 
 def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
-    from hubcache.store import Store  # noqa: PLC0415
+    rows: list[dict[str, Any]] | None = None
+    client = daemon_client(settings)
+    if client is not None:
+        try:
+            rows = client.models()
+        except DaemonUnavailable:
+            rows = None
+    if rows is None:
+        from hubcache.store import Store, entry_row  # noqa: PLC0415
 
-    store = Store(settings)
-    try:
-        entries = store.entries()
-    finally:
-        store.close()
-    rows = [
-        {
-            "handle": e.handle,
-            "key": e.key,
-            "path": str(store.layout.model(e.key)),
-            "size_bytes": e.size_bytes,
-            "last_access": e.last_access,
-            "pinned": e.pinned,
-            "fingerprint": e.fingerprint,
-        }
-        for e in entries
-    ]
+        store = Store(settings)
+        try:
+            rows = [entry_row(e, store.layout) for e in store.entries()]
+        finally:
+            store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_access))
-        print(f"{e.key}  {_human(e.size_bytes):>9}  {when}  {e.handle or '?'}")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(row["last_access"])))
+        pin = " pinned" if row["pinned"] else ""
+        size = _human(int(row["size_bytes"]))
+        print(f"{row['key']}  {size:>9}  {when}  {row['handle'] or '?'}{pin}")
     return 0
 
 
@@ -135,28 +160,138 @@ def _human(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
-def _cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
-    import filelock  # noqa: PLC0415
+def _key_of(target: str) -> str:
+    return target if is_key(target) else cache_key(target)
 
+
+def _in_store(settings: Settings, work: Callable[[Any], int]) -> int:
     from hubcache.store import Store  # noqa: PLC0415
 
     store = Store(settings)
-    status = 0
     try:
-        for target in args.targets:
-            key = target if is_key(target) and store.layout.model(target).exists() else None
-            key = key or cache_key(target)
-            with filelock.FileLock(str(store.layout.kernel_lock(key)), thread_local=False):
-                removed = store.remove(key)
-            if not removed:
-                _fail(NotCachedError("not in the cache", target))
-                status = 1
+        return work(store)
     finally:
         store.close()
-    return status
 
 
-_COMMANDS = {"prefetch": _cmd_prefetch, "resolve": _cmd_resolve, "ls": _cmd_ls, "rm": _cmd_rm}
+def _cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+    def remote(client: Client) -> int:
+        status = 0
+        for target in args.targets:
+            try:
+                client.remove(_key_of(target))
+            except NotCachedError:
+                _fail(NotCachedError("not in the cache", target))
+                status = 1
+        return status
+
+    def local(store: Any) -> int:
+        import filelock  # noqa: PLC0415
+
+        status = 0
+        for target in args.targets:
+            key = _key_of(target)
+            with filelock.FileLock(str(store.layout.kernel_lock(key)), thread_local=False):
+                if not store.remove(key):
+                    _fail(NotCachedError("not in the cache", target))
+                    status = 1
+        return status
+
+    done = _with_daemon(settings, remote)
+    return done if done is not None else _in_store(settings, local)
+
+
+def _cmd_pin(args: argparse.Namespace, settings: Settings, pinned: bool = True) -> int:
+    key = _key_of(args.target)
+
+    def remote(client: Client) -> int:
+        client.pin(key, pinned)
+        return 0
+
+    def local(store: Any) -> int:
+        from hubcache.evict import set_pinned  # noqa: PLC0415
+
+        if not set_pinned(store, key, pinned):
+            raise NotCachedError("not in the cache", args.target)
+        return 0
+
+    try:
+        done = _with_daemon(settings, remote)
+    except NotCachedError:
+        raise NotCachedError("not in the cache", args.target) from None
+    return done if done is not None else _in_store(settings, local)
+
+
+def _cmd_unpin(args: argparse.Namespace, settings: Settings) -> int:
+    return _cmd_pin(args, settings, pinned=False)
+
+
+def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    max_bytes: int | None = args.max_size
+
+    def report(evicted: list[str], freed: int) -> int:
+        print(f"evicted {len(evicted)} model(s), freed {_human(freed)}")
+        return 0
+
+    def remote(client: Client) -> int:
+        result = client.gc(max_bytes)
+        return report(result["evicted"], result["freed_bytes"])
+
+    def local(store: Any) -> int:
+        from hubcache.evict import collect  # noqa: PLC0415
+
+        result = collect(store, settings, max_bytes)
+        return report(result.evicted, result.freed_bytes)
+
+    done = _with_daemon(settings, remote)
+    return done if done is not None else _in_store(settings, local)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    status: dict[str, Any] = {"socket": str(settings.socket), "daemon": None}
+
+    def remote(client: Client) -> int:
+        status["daemon"] = client.health()
+        status["jobs"] = [j for j in client.jobs() if j["state"] in ("queued", "downloading")]
+        status["models"] = client.models()
+        return 0
+
+    if _with_daemon(settings, remote) is None:
+
+        def local(store: Any) -> int:
+            from hubcache.store import entry_row  # noqa: PLC0415
+
+            status["models"] = [entry_row(e, store.layout) for e in store.entries()]
+            return 0
+
+        _in_store(settings, local)
+    status["cache_dir"] = (status["daemon"] or {}).get("cache_dir", str(settings.cache_dir))
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    daemon = status["daemon"]
+    print(f"daemon:    {'running, version ' + daemon['version'] if daemon else 'not running'}")
+    print(f"socket:    {status['socket']}")
+    print(f"cache_dir: {status['cache_dir']}")
+    models = status["models"]
+    print(f"models:    {len(models)}, {_human(sum(m['size_bytes'] for m in models))}")
+    for job in status.get("jobs", []):
+        done, total = job["bytes_done"], job["bytes_total"]
+        print(f"job {job['id']}: {job['state']} {done}/{total} {job['handle']}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "daemon": _cmd_daemon,
+    "prefetch": _cmd_prefetch,
+    "resolve": _cmd_resolve,
+    "ls": _cmd_ls,
+    "rm": _cmd_rm,
+    "gc": _cmd_gc,
+    "pin": _cmd_pin,
+    "unpin": _cmd_unpin,
+    "status": _cmd_status,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,15 +14,18 @@ the handle and the cause::
     │   ├── UnsafeArchiveError unsafe_archive    a member that could escape or is not a plain file
     │   └── ArchiveLimitError  archive_limit     unpacked size, ratio or member count over limits
     ├── NotAModelError         not_a_model       extracted fine, but no SavedModel inside
-    └── CacheError             cache_error       the cache directory itself
-        ├── CacheFullError     cache_full        no space left
-        ├── LockTimeoutError   lock_timeout      another downloader held the model too long
-        └── NotCachedError     not_cached        asked to act on an entry that is not there
+    ├── CacheError             cache_error       the cache directory itself
+    │   ├── CacheFullError     cache_full        no space left
+    │   ├── LockTimeoutError   lock_timeout      another downloader held the model too long
+    │   └── NotCachedError     not_cached        asked to act on an entry that is not there
+    ├── RequestError           bad_request       the daemon refused a malformed request
+    │   └── RouteNotFoundError not_found         no such API route
+    └── DaemonError            daemon_error      the daemon failed or is stopping
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class HubcacheError(Exception):
@@ -38,6 +41,23 @@ class HubcacheError(Exception):
     def __str__(self) -> str:
         line = f"{self.handle}: {self.message}" if self.handle else self.message
         return " ".join(line.split())  # always one line
+
+    def to_payload(self) -> dict[str, Any]:
+        """The daemon's error body: ``{"code", "message", "handle"}``."""
+        return {"code": self.code, "message": self.message, "handle": self.handle}
+
+    @staticmethod
+    def from_payload(payload: Any, status: int = 500) -> HubcacheError:
+        """The client side of :meth:`to_payload`: the same class, message and handle."""
+        body = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(body, dict):
+            return DaemonError(f"daemon answered HTTP {status} without an error body")
+        code, message = str(body.get("code", "")), str(body.get("message", "daemon error"))
+        handle = body.get("handle") if isinstance(body.get("handle"), str) else None
+        cls = error_class(code)
+        if cls is HubcacheError:
+            cls = RequestError if 400 <= status < 500 else DaemonError
+        return cls(message, handle)
 
     def with_handle(self, handle: str) -> HubcacheError:
         """Return this error naming ``handle`` (set once, where the handle is known)."""
@@ -100,6 +120,18 @@ class LockTimeoutError(CacheError):
 
 class NotCachedError(CacheError):
     code = "not_cached"
+
+
+class RequestError(HubcacheError):
+    code = "bad_request"
+
+
+class RouteNotFoundError(RequestError):
+    code = "not_found"
+
+
+class DaemonError(HubcacheError):
+    code = "daemon_error"
 
 
 def _all_subclasses(cls: type[HubcacheError]) -> list[type[HubcacheError]]:

@@ -26,7 +26,12 @@ CREATE TABLE IF NOT EXISTS entries (
     etag TEXT,
     final_url TEXT,
     manifest TEXT
-)
+);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY,
+    handle TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 _COLUMNS = (
     "key, handle, size_bytes, created, last_access, pinned, fingerprint, etag, final_url, manifest"
@@ -69,7 +74,7 @@ class Index:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -98,5 +103,22 @@ class Index:
     def touch(self, key: str, now: float) -> None:
         self._db.execute("UPDATE entries SET last_access = ? WHERE key = ?", (now, key))
 
+    def set_pinned(self, key: str, pinned: bool) -> None:
+        self._db.execute("UPDATE entries SET pinned = ? WHERE key = ?", (int(pinned), key))
+
     def delete(self, key: str) -> None:
         self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+
+    # -- jobs the daemon accepted and has not finished (resumed after a restart) -------------
+
+    def add_pending(self, key: str, handle: str, now: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO pending (key, handle, created) VALUES (?,?,?)",
+            (key, handle, now),
+        )
+
+    def remove_pending(self, key: str) -> None:
+        self._db.execute("DELETE FROM pending WHERE key = ?", (key,))
+
+    def pending(self) -> list[str]:
+        return [str(r[0]) for r in self._db.execute("SELECT handle FROM pending ORDER BY created")]

@@ -16,9 +16,8 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
@@ -39,26 +38,10 @@ from hubcache.handles import cache_key, download_urls, is_remote
 from hubcache.index import Entry
 from hubcache.locks import HubLock, KernelLock
 from hubcache.partial import PartFile, SourceAborted, SourceReset
-from hubcache.store import Store
+from hubcache.store import Resolved, Store
 
 log = logging.getLogger("hubcache.pipeline")
 Progress = Callable[[int, int | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    handle: str
-    key: str
-    path: str
-    size_bytes: int
-    fingerprint: str | None
-    source: Literal["cache", "download"]
-
-    @classmethod
-    def of(
-        cls, handle: str, entry: Entry, path: Path, source: Literal["cache", "download"]
-    ) -> Resolved:
-        return cls(handle, entry.key, str(path), entry.size_bytes, entry.fingerprint, source)
 
 
 def as_hubcache_error(error: BaseException, handle: str, cache_dir: Path) -> BaseException:
@@ -87,6 +70,13 @@ class Pipeline:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def cancel_all(self) -> None:
+        """Cancel every download in flight; locks are released and partial files kept."""
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
 
     async def resolve(self, handle: str, progress: Progress | None = None) -> Resolved:
         """The published model for a remote ``handle``, downloading it if needed."""
@@ -128,14 +118,16 @@ class Pipeline:
                 try:
                     if (entry := self.store.check(key)) is not None:
                         return Resolved.of(handle, entry, layout.model(key), "cache")
-                    entry = await self._download(handle, key, uid, progress)
-                    return Resolved.of(handle, entry, layout.model(key), "download")
+                    entry, fetched = await self._download(handle, key, uid, progress)
+                    return Resolved.of(handle, entry, layout.model(key), "download", fetched)
                 finally:
                     hub.release()
         finally:
             kernel.release()
 
-    async def _download(self, handle: str, key: str, uid: str, progress: Progress | None) -> Entry:
+    async def _download(
+        self, handle: str, key: str, uid: str, progress: Progress | None
+    ) -> tuple[Entry, int]:
         """Fetch, extract and publish ``handle``; we hold both locks."""
         staging = self.store.layout.staging(key, uid)
         staging.mkdir()
@@ -149,7 +141,7 @@ class Pipeline:
             "hubcache.model.published",
             extra={"key": key, "bytes": entry.size_bytes, "seconds": time.monotonic() - started},
         )
-        return entry
+        return entry, result.bytes_received
 
     async def _fetch_any(
         self, handle: str, key: str, staging: Path, progress: Progress | None

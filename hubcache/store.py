@@ -11,18 +11,31 @@ import contextlib
 import datetime
 import errno
 import os
+import re
 import shutil
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from hubcache.config import Settings
 from hubcache.errors import NotAModelError
 from hubcache.handles import cache_key
 from hubcache.index import Entry, Index
 from hubcache.layout import Layout, is_key
+from hubcache.locks import LockOwner
 from hubcache.verify import model_problems, shape_problems, take_manifest
+
+_STAGING = re.compile(r"^([0-9a-f]{40})\.([^.]+)\.tmp$")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf8", errors="replace")
+    except OSError:
+        return ""
 
 
 def descriptor_text(handle: str) -> str:
@@ -40,6 +53,53 @@ def handle_from_descriptor(text: str) -> str | None:
     if not first.startswith("Module: "):
         return None
     return first[len("Module: ") :].strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    handle: str
+    key: str
+    path: str
+    size_bytes: int
+    fingerprint: str | None
+    source: Literal["cache", "download"]
+    fetched_bytes: int = 0  # received from the network for this answer
+
+    @classmethod
+    def of(
+        cls,
+        handle: str,
+        entry: Entry,
+        path: Path,
+        source: Literal["cache", "download"],
+        fetched_bytes: int = 0,
+    ) -> Resolved:
+        size, fingerprint = entry.size_bytes, entry.fingerprint
+        return cls(handle, entry.key, str(path), size, fingerprint, source, fetched_bytes)
+
+    def row(self) -> dict[str, object]:
+        """The answer of ``POST /v1/resolve`` and of ``prefetch --json``."""
+        return {
+            "handle": self.handle,
+            "key": self.key,
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+        }
+
+
+def entry_row(entry: Entry, layout: Layout) -> dict[str, object]:
+    """One entry as ``hubcache ls --json`` and ``GET /v1/models`` show it."""
+    return {
+        "handle": entry.handle,
+        "key": entry.key,
+        "path": str(layout.model(entry.key)),
+        "size_bytes": entry.size_bytes,
+        "last_access": entry.last_access,
+        "pinned": entry.pinned,
+        "fingerprint": entry.fingerprint,
+    }
 
 
 class Store:
@@ -111,6 +171,30 @@ class Store:
                 self.index.delete(entry.key)
         listed += [adopted for key in sorted(keys) if (adopted := self.adopt(key)) is not None]
         return sorted(listed, key=lambda e: e.key)
+
+    def sweep(self) -> list[str]:
+        """Remove what dead owners left behind: hub locks, staging directories, trash."""
+        removed = []
+        root = self.layout.root
+        for name in sorted(os.listdir(root)):
+            key = name[: -len(".lock")]
+            if name.endswith(".lock") and is_key(key):
+                owner = LockOwner.parse(_read_text(root / name))
+                if owner is not None and owner.is_dead_here():
+                    with contextlib.suppress(FileNotFoundError):
+                        (root / name).unlink()
+                    removed.append(name)
+        for name in sorted(os.listdir(root)):
+            match = _STAGING.match(name)
+            if match and (root / name).is_dir():
+                owner = LockOwner.parse(_read_text(self.layout.hub_lock(match.group(1))))
+                if owner is None or owner.uid != match.group(2):
+                    shutil.rmtree(root / name, ignore_errors=True)
+                    removed.append(name)
+        for child in sorted(os.listdir(self.layout.trash)):
+            shutil.rmtree(self.layout.trash / child, ignore_errors=True)
+            removed.append(f"{self.layout.trash.name}/{child}")
+        return removed
 
     # -- writing (the caller holds the key's locks) -------------------------------------------
 

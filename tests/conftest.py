@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +98,7 @@ def config_file(tmp_path: Path) -> Path:
     """Fast retries and a short stale-lock timeout, so fault tests take seconds."""
     path = tmp_path / "hubcache.toml"
     path.write_text(
-        "lock_stale_seconds = 2\n"
+        "lock_stale_seconds = 2\nlease_seconds = 0\n"
         "[download]\nbackoff_initial = 0.05\nbackoff_max = 0.5\nstall_seconds = 5\nretries = 5\n"
     )
     return path
@@ -177,6 +181,32 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "co
         time.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class Stalled:
+    """A model whose first download stops sending at 50%, and where its bytes land."""
+
+    url: str
+    part: Path
+    half: int
+
+    def wait_half_on_disk(self) -> None:
+        wait_for(
+            lambda: self.part.exists() and self.part.stat().st_size >= self.half,
+            60,
+            "half the tarball on disk",
+        )
+
+
+def stall_halfway(origin: Origin, model: Model, cache_dir: Path) -> Stalled:
+    from hubcache.handles import cache_key
+    from tests.origin import Fault
+
+    url = origin.put(model.name, model.tarball)
+    origin.inject(model.name, Fault(stall_at=0.5))
+    part = cache_dir / ".hubcache" / "partial" / f"{cache_key(url)}.part"
+    return Stalled(url, part, len(model.tarball) // 2)
+
+
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` with its content, for byte-exact comparisons."""
     return {
@@ -191,3 +221,54 @@ def cache_leftovers(cache: Path) -> list[str]:
     return (
         sorted(p.name for p in cache.iterdir() if p.name != ".hubcache") if cache.exists() else []
     )
+
+
+@dataclass
+class Daemon:
+    """A real `hubcache daemon` process on a private socket."""
+
+    socket: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> Daemon:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([*CLI, "daemon", *extra], stdout=log, stderr=log)
+        wait_for(self.answers, 30, "the daemon to answer")
+        return self
+
+    def answers(self) -> bool:
+        from hubcache.client import Client, DaemonUnavailable
+
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"daemon exited: {self.log.read_text()[-3000:]}")
+        try:
+            Client(self.socket).health()
+        except (DaemonUnavailable, OSError):
+            return False
+        return True
+
+    def client(self) -> Any:
+        from hubcache.client import Client
+
+        return Client(self.socket)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Daemon]:
+    """A started daemon; clients in this test (and their children) use it."""
+    runtime = Path(tempfile.mkdtemp(prefix="hc-", dir="/tmp"))  # AF_UNIX paths are short
+    monkeypatch.setenv("HUBCACHE_SOCKET", str(runtime / "hubcache.sock"))
+    monkeypatch.delenv("HUBCACHE_NO_DAEMON")
+    server = Daemon(runtime / "hubcache.sock", tmp_path / "daemon.log")
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.kill()
+        server.process.wait(10)
+    shutil.rmtree(runtime, ignore_errors=True)

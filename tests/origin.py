@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -51,6 +52,8 @@ class Served:
     range: str | None
     if_range: str | None
     sent: int = 0
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
 
 
 @dataclass
@@ -167,6 +170,7 @@ class Origin:
                 await asyncio.sleep((stop - position) / artifact.rate)
             position = stop
         await response.write_eof()
+        record.ended = time.monotonic()
         return response
 
     async def _interrupt(self, request: web.Request, fault: Fault) -> None:

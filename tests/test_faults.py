@@ -11,7 +11,14 @@ import pytest
 import hubcache
 from hubcache.errors import FetchError, HTTPStatusError
 from hubcache.handles import cache_key
-from tests.conftest import Model, cache_leftovers, run_cli, start_cli, tree_bytes, wait_for
+from tests.conftest import (
+    Model,
+    cache_leftovers,
+    run_cli,
+    stall_halfway,
+    start_cli,
+    tree_bytes,
+)
 from tests.origin import Fault, Origin
 
 
@@ -99,13 +106,11 @@ def test_sigkill_halfway_then_next_prefetch_resumes(
 ) -> None:
     """A prefetch killed at ~50% leaves a .part file; the next one resumes it (<= 1.6x in all)."""
     model = models["big"]
-    url = origin.put("big", model.tarball)
-    origin.inject("big", Fault(stall_at=0.5))
+    stalled = stall_halfway(origin, model, cache_dir)
+    url, part, half = stalled.url, stalled.part, stalled.half
     key = cache_key(url)
-    part = cache_dir / ".hubcache" / "partial" / f"{key}.part"
     victim = start_cli("prefetch", url)
-    half = len(model.tarball) // 2
-    wait_for(lambda: part.exists() and part.stat().st_size >= half, 60, "half the tarball on disk")
+    stalled.wait_half_on_disk()
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
     assert not (cache_dir / key).exists()

@@ -1,0 +1,94 @@
+"""Eviction: which models go when the cache is over budget (pure), and the act of removing them.
+
+Least recently used first; never a pinned model (index flag or config ``pins``), never one
+resolved within ``lease_seconds``, never one whose download lock is held right now.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import filelock
+
+from hubcache.config import MinFree, Settings
+from hubcache.index import Entry
+from hubcache.store import Store
+
+
+def plan_eviction(
+    entries: Sequence[Entry],
+    must_free: int,
+    pins: Collection[str],
+    lease_seconds: float,
+    now: float,
+) -> list[Entry]:
+    """The least recently used evictable entries whose sizes add up to ``must_free`` or more
+    (all evictable ones if that is not enough)."""
+    if must_free <= 0:
+        return []
+    evictable = sorted(
+        (
+            e
+            for e in entries
+            if not e.pinned and e.handle not in pins and now - e.last_access >= lease_seconds
+        ),
+        key=lambda e: (e.last_access, e.key),
+    )
+    chosen, freed = [], 0
+    for entry in evictable:
+        if freed >= must_free:
+            break
+        chosen.append(entry)
+        freed += entry.size_bytes
+    return chosen
+
+
+def bytes_to_free(total: int, max_size: int, min_free: MinFree, fs_total: int, fs_free: int) -> int:
+    """How much must go to respect both the size budget and the free-space floor."""
+    floor = max(min_free.bytes, int(min_free.fraction * fs_total))
+    return max(total - max_size, floor - fs_free, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    evicted: list[str]
+    freed_bytes: int
+
+
+def collect(store: Store, settings: Settings, max_bytes: int | None = None) -> GcResult:
+    """Evict down to ``max_bytes`` (default ``max_size``) and the ``min_free`` floor."""
+    entries = store.entries()
+    usage = shutil.disk_usage(store.layout.root)
+    budget = settings.max_size if max_bytes is None else max_bytes
+    must_free = bytes_to_free(
+        sum(e.size_bytes for e in entries), budget, settings.min_free, usage.total, usage.free
+    )
+    plan = plan_eviction(
+        entries, must_free, set(settings.pins), settings.lease_seconds, time.time()
+    )
+    evicted, freed = [], 0
+    for entry in plan:
+        lock = filelock.FileLock(str(store.layout.kernel_lock(entry.key)), thread_local=False)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            continue  # being downloaded or healed right now
+        try:
+            if store.remove(entry.key):
+                evicted.append(entry.key)
+                freed += entry.size_bytes
+        finally:
+            lock.release()
+    return GcResult(evicted, freed)
+
+
+def set_pinned(store: Store, key: str, pinned: bool) -> bool:
+    """Pin or unpin a cached model; False if it is not cached."""
+    entry = store.check(key)
+    if entry is None:
+        return False
+    store.index.set_pinned(key, pinned)
+    return True
