@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint system-deps clean
+BENCH_ARGS ?=
+
+.PHONY: run test lint bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +33,13 @@ system-deps:
 test: $(VENV)/.full system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# By hand, never in CI: hubcache vs tensorflow_hub side by side; writes docs/benchmarks.md.
+bench: $(VENV)/.full
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
 lint: $(VENV)/.full
-	$(BIN)/ruff check hubcache tests
-	$(BIN)/ruff format --check hubcache tests
+	$(BIN)/ruff check hubcache tests benchmarks
+	$(BIN)/ruff format --check hubcache tests benchmarks
 	$(BIN)/mypy
 
 clean:

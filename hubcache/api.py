@@ -8,7 +8,6 @@ alone (no event loop, no aiohttp); TensorFlow is imported by :func:`load` and no
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -26,6 +25,8 @@ KeyProgress = Callable[[str, int, int | None], None]  # (key, bytes done, bytes 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` to completion, also from code that already runs an event loop."""
+    import asyncio  # noqa: PLC0415 - 90 ms a cache hit through the daemon never pays
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -54,6 +55,8 @@ def daemon_client(settings: Settings) -> Client | None:
 async def _in_process(
     settings: Settings, handles: Sequence[str], progress: KeyProgress | None
 ) -> list[Outcome]:
+    import asyncio  # noqa: PLC0415
+
     from hubcache.handles import cache_key  # noqa: PLC0415
     from hubcache.pipeline import Pipeline  # noqa: PLC0415 - keeps aiohttp out of cache hits
 
@@ -99,9 +102,11 @@ def resolve_many(
     handles: Sequence[str],
     settings: Settings | None = None,
     progress: KeyProgress | None = None,
+    own_process: bool = False,
 ) -> list[Outcome]:
     """Resolve each handle: a row (``handle, key, path, size_bytes, fingerprint, source``) or the
-    :class:`HubcacheError` that stopped it. Local handles come back as ``source: local``."""
+    :class:`HubcacheError` that stopped it. Local handles come back as ``source: local``.
+    ``own_process``: the caller is a hubcache command, so memory tuning may apply."""
     settings = settings or load_settings()
     outcomes: list[Outcome | None] = [None] * len(handles)
     remote: list[int] = []
@@ -122,6 +127,10 @@ def resolve_many(
         except DaemonUnavailable:
             results = None
     if wanted and results is None:
+        if own_process:
+            from hubcache.memory import tune_process  # noqa: PLC0415
+
+            tune_process()
         results = run_sync(_in_process(settings, wanted, progress))
     for i, outcome in zip(remote, results or [], strict=True):
         outcomes[i] = outcome

@@ -84,8 +84,10 @@ def _cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
     from hubcache.daemon import serve  # noqa: PLC0415
     from hubcache.logs import configure  # noqa: PLC0415
+    from hubcache.memory import tune_process  # noqa: PLC0415
 
     configure()
+    tune_process()
     return asyncio.run(serve(settings))
 
 
@@ -97,7 +99,7 @@ def _cmd_prefetch(args: argparse.Namespace, settings: Settings) -> int:
     if client is not None and board.enabled:
         board.follow(client)
     try:
-        outcomes = resolve_many(args.handles, settings, progress=board.update)
+        outcomes = resolve_many(args.handles, settings, progress=board.update, own_process=True)
     finally:
         board.close()
     failed = [o for o in outcomes if isinstance(o, HubcacheError)]
@@ -117,7 +119,7 @@ def _cmd_prefetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
-    outcome = resolve_many([args.handle], settings)[0]
+    outcome = resolve_many([args.handle], settings, own_process=True)[0]
     if isinstance(outcome, HubcacheError):
         raise outcome
     print(os.path.abspath(outcome["path"]))

@@ -66,6 +66,7 @@ class DownloadSettings:
     stall_seconds: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    min_chunk: int = 4 << 20
     ca_file: str = ""
 
 
@@ -158,6 +159,7 @@ _DOWNLOAD: dict[str, Parser] = {
     "stall_seconds": _seconds,
     "backoff_initial": _seconds,
     "backoff_max": _seconds,
+    "min_chunk": parse_size,
     "ca_file": _string,
 }
 _LIMITS: dict[str, Parser] = {

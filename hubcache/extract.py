@@ -24,6 +24,7 @@ from hubcache.config import Limits
 from hubcache.errors import ArchiveError, ArchiveLimitError, UnsafeArchiveError
 
 COPY_CHUNK = 1 << 20
+READ_SIZE = 1 << 20  # tarfile's stream reads: the default 10 KiB costs a Python call per 10 KiB
 
 try:
     from isal import isal_zlib
@@ -192,7 +193,7 @@ def extract_stream(
     """Extract the tar ``stream`` into the existing, empty directory ``staging``."""
     state = PlanState()
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=READ_SIZE) as tar:  # type: ignore[call-overload]
             for info in tar:
                 step = plan_member(member_of(info), state, limits)
                 if step is None:

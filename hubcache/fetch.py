@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from hubcache.config import DownloadSettings
 from hubcache.errors import FetchError, HTTPStatusError, IntegrityError
+from hubcache.parallel import ContentChanged, ParallelDownload
 from hubcache.partial import PartFile, PartState
+from hubcache.ranges import content_range, from_lists, plan_chunks, should_parallelise
 from hubcache.retry import compute_backoff, is_retryable_status, parse_retry_after
 
 log = logging.getLogger("hubcache.fetch")
 CHUNK = 1 << 20
 MAX_REDIRECTS = 10
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 Progress = Callable[[int, int | None], None]
 
@@ -62,14 +62,6 @@ def open_session(settings: DownloadSettings) -> aiohttp.ClientSession:
     )
 
 
-def _content_range(value: str | None) -> tuple[int, int | None] | None:
-    match = _CONTENT_RANGE.match((value or "").strip())
-    if not match:
-        return None
-    total = None if match.group(3) == "*" else int(match.group(3))
-    return int(match.group(1)), total
-
-
 class Download:
     """The state of one tarball download across attempts."""
 
@@ -93,8 +85,17 @@ class Download:
         failures = 0
         while True:
             try:
-                await self._attempt()
+                if self._resumable_chunks():
+                    await self._parallel(None)
+                else:
+                    await self._attempt()
                 break
+            except ContentChanged as changed:
+                failures += 1
+                if failures > self.settings.retries:
+                    raise FetchError(f"content keeps changing: {changed}") from None
+                log.info("hubcache.fetch.restart", extra={"url": self.url, "cause": str(changed)})
+                self.part.restart(PartState(self.url, None, None, None))
             except _Retry as retry:
                 failures = 1 if retry.progressed else failures + 1
                 if failures > self.settings.retries:
@@ -120,6 +121,29 @@ class Download:
             bytes_received=self.received,
         )
 
+    def _resumable_chunks(self) -> bool:
+        state = self.part.state
+        return bool(state and state.chunks and state.url == self.url and state.validator)
+
+    async def _parallel(self, first: aiohttp.ClientResponse | None) -> None:
+        """Fetch the missing chunks with range workers; ``first`` is a live 200 body from byte 0."""
+        state = self.part.state
+        assert state is not None and state.chunks is not None
+        chunks = from_lists(state.chunks)
+        download = ParallelDownload(
+            self.session,
+            self.url,
+            self.part,
+            settings=self.settings,
+            state=state,
+            chunks=chunks,
+            progress=self.progress,
+        )
+        try:
+            await download.run(None if first is None else (first, chunks[0]))
+        finally:
+            self.received += download.received
+
     def _request_headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
         state = self.part.state
@@ -138,7 +162,15 @@ class Download:
                 self.final_url = str(response.url)
                 self._check_status(response, ranged="Range" in headers)
                 total = self._accept_body(response, ranged="Range" in headers)
-                await self._stream(response, total)
+                if response.status == 200 and should_parallelise(
+                    total,
+                    response.headers.get("Accept-Ranges", "").strip().lower() == "bytes",
+                    self.settings.connections,
+                    self.settings.min_chunk,
+                ):
+                    await self._go_parallel(response, total or 0)
+                else:
+                    await self._stream(response, total)
         except aiohttp.TooManyRedirects:
             raise FetchError(f"more than {MAX_REDIRECTS} redirects from {self.url}") from None
         except aiohttp.ClientConnectorCertificateError as error:
@@ -152,6 +184,13 @@ class Download:
             "hubcache.fetch.done",
             extra={"url": self.url, "bytes": self.part.size, "seconds": time.monotonic() - started},
         )
+
+    async def _go_parallel(self, response: aiohttp.ClientResponse, total: int) -> None:
+        chunks = plan_chunks(total, self.settings.connections, self.settings.min_chunk)
+        state = self.part.state
+        assert state is not None
+        self.part.record(replace(state, chunks=[c.as_list() for c in chunks]))
+        await self._parallel(response)
 
     def _check_status(self, response: aiohttp.ClientResponse, ranged: bool) -> None:
         status = response.status
@@ -179,16 +218,16 @@ class Download:
         """Decide whether the body continues our bytes or replaces them; return the total."""
         state = self.part.state
         if response.status == 206 and ranged and state is not None:
-            content_range = _content_range(response.headers.get("Content-Range"))
+            found = content_range(response.headers.get("Content-Range"))
             etag = response.headers.get("ETag")
             if (
-                content_range is None
-                or content_range[0] != self.part.size
+                found is None
+                or found[0] != self.part.size
                 or (etag and state.etag and etag != state.etag)
             ):
                 self.part.restart(self._state_from(response, None))
                 raise _Retry("resumed range does not continue the partial file; restarting")
-            return content_range[1] if content_range[1] is not None else state.total
+            return found[1] if found[1] is not None else state.total
         if response.status == 206:  # a range we did not ask for
             raise IntegrityError(f"origin sent a partial answer to a full request: {response.url}")
         length = response.headers.get("Content-Length")

@@ -56,6 +56,13 @@ class Layout:
     def partial_state(self, key: str) -> Path:
         return self.state / "partial" / f"{key}.part.json"
 
+    @property
+    def blobs(self) -> Path:
+        return self.state / "blobs" / "sha256"
+
+    def blob(self, digest: str) -> Path:
+        return self.blobs / digest
+
     def trash_slot(self, key: str, uid: str) -> Path:
         return self.trash / f"{key}.{uid}"
 

@@ -1,10 +1,13 @@
 """The ``.part`` file of one download: written by the fetcher, read behind it by the extractor.
 
-The fetcher (event loop thread) appends bytes and moves the watermark; the extractor (a worker
-thread) reads up to the watermark and waits for more, so extraction overlaps the download. When
+The fetcher (event loop thread) writes bytes - appended by one stream, or at their offsets by
+parallel range workers - and moves the watermark, the end of the contiguous prefix; the extractor
+(a worker thread) reads up to the watermark and waits for more, so extraction overlaps the
+download. When
 the origin's content changes (new ETag), the fetcher restarts the file: readers of the old
 generation get :class:`SourceReset` and start over. A JSON sidecar records what the bytes are
-(URL, ETag, Last-Modified, total length) so a later process can resume with ``If-Range``.
+(URL, ETag, Last-Modified, total length, and for parallel downloads each chunk's progress) so a
+later process can resume with ``If-Range``, fetching only what is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from hubcache.ranges import from_lists, watermark
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -36,6 +41,7 @@ class PartState:
     etag: str | None
     last_modified: str | None
     total: int | None
+    chunks: list[list[int]] | None = None  # [start, end, done] of a parallel download
 
     @property
     def validator(self) -> str | None:
@@ -51,15 +57,20 @@ class PartFile:
         self.path = path
         self.state_path = state_path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._size = os.fstat(self._fd).st_size
         self._cond = threading.Condition()
         self._generation = 0
         self._done = False
         self._error: BaseException | str | None = None
-        self.state = self._load_state() if self._size else None
+        length = os.fstat(self._fd).st_size
+        self.state = self._load_state() if length else None
+        if self.state is not None and self.state.chunks:
+            self._size = watermark(from_lists(self.state.chunks))
+        else:
+            self._size = length
 
     @property
     def size(self) -> int:
+        """The watermark: bytes ``[0, size)`` are all written and may be read."""
         return self._size
 
     def _load_state(self) -> PartState | None:
@@ -85,15 +96,23 @@ class PartFile:
         tmp.replace(self.state_path)
         self.state = state
 
-    def append(self, data: bytes | memoryview) -> None:
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` (a parallel range); :meth:`advance` moves the watermark."""
         view = memoryview(data)
-        offset = self._size
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
-        with self._cond:
-            self._size = offset
-            self._cond.notify_all()
+
+    def advance(self, mark: int) -> None:
+        if mark > self._size:
+            with self._cond:
+                self._size = mark
+                self._cond.notify_all()
+
+    def append(self, data: bytes | memoryview) -> None:
+        """Write ``data`` at the watermark (a single stream) and move it."""
+        self.write_at(self._size, data)
+        self.advance(self._size + len(data))
 
     def finish(self) -> None:
         with self._cond:

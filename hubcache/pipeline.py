@@ -203,11 +203,16 @@ class Pipeline:
         limits = self.settings.limits
         while True:
             _empty(staging)
+            stream = None
             try:
-                extract_stream(open_decompressed(part.reader(), limits), staging, limits)
+                stream = open_decompressed(part.reader(), limits)
+                extract_stream(stream, staging, limits)
                 return
             except SourceReset:
                 continue
+            finally:
+                if stream is not None:
+                    stream.close()
 
 
 def _empty(directory: Path) -> None:

@@ -95,13 +95,27 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    """Fast retries and a short stale-lock timeout, so fault tests take seconds."""
+    """Fast retries and a short stale-lock timeout, so fault tests take seconds. One connection:
+    the parallel tests opt in with :func:`write_config`."""
     path = tmp_path / "hubcache.toml"
-    path.write_text(
-        "lock_stale_seconds = 2\nlease_seconds = 0\n"
-        "[download]\nbackoff_initial = 0.05\nbackoff_max = 0.5\nstall_seconds = 5\nretries = 5\n"
-    )
+    write_config(path)
     return path
+
+
+def write_config(
+    path: Path, top: dict[str, object] | None = None, extra: str = "", **download: object
+) -> None:
+    """The test config: top-level keys and ``[download]`` keys overridden, ``extra`` appended."""
+    head: dict[str, object] = {"lock_stale_seconds": 2, "lease_seconds": 0, **(top or {})}
+    settings: dict[str, object] = {
+        "backoff_initial": 0.05, "backoff_max": 0.5, "stall_seconds": 5, "retries": 5,
+        "connections": 1, "min_chunk": "512KiB", **download,
+    }  # fmt: skip
+
+    def lines(table: dict[str, object]) -> str:
+        return "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+
+    path.write_text(lines(head) + "[download]\n" + lines(settings) + extra)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ tensorflow_hub (urllib) can all use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import threading
@@ -34,6 +35,7 @@ class Fault:
     drop_at: float | None = None  # cut the connection after this fraction of the body
     stall_at: float | None = None  # stop sending after this fraction until the client leaves
     swap: bytes | None = None  # after this request, the model's content (and ETag) changes
+    stall_after: int | None = None  # stop sending after this many bytes of this answer
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Origin:
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     log: list[Served] = field(default_factory=list)
     page_hits: list[str] = field(default_factory=list)
+    chunk: int = CHUNK  # bytes per write (and per pacing step when rate-limited)
 
     # -- test-facing helpers -----------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class Origin:
     async def _send(
         self, request: web.Request, artifact: Artifact, fault: Fault, record: Served
     ) -> web.StreamResponse:
-        body, size = artifact.body, len(artifact.body)
+        size = len(artifact.body)
         start, end, status = 0, size, 200
         headers = {"ETag": artifact.etag, "Last-Modified": "Sat, 01 Nov 2026 00:00:00 GMT"}
         if artifact.ranges:
@@ -156,22 +159,36 @@ class Origin:
         await response.prepare(request)
         cut = fault.drop_at if fault.drop_at is not None else fault.stall_at
         cut_at = int(size * cut) if cut is not None else None
-        position = start
+        if fault.stall_after is not None:
+            cut_at = start + fault.stall_after
+        with contextlib.suppress(ConnectionError):  # the client hung up: normal for a download
+            await self._stream(request, response, artifact, fault, record, (start, end, cut_at))
+        record.ended = time.monotonic()
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        artifact: Artifact,
+        fault: Fault,
+        record: Served,
+        span: tuple[int, int, int | None],
+    ) -> None:
+        position, end, cut_at = span
         while position < end:
             if cut_at is not None and position >= cut_at:
                 await self._interrupt(request, fault)
-                return response
-            stop = min(end, position + CHUNK)
+                return
+            stop = min(end, position + self.chunk)
             if cut_at is not None:
                 stop = min(stop, cut_at)
-            await response.write(body[position:stop])
+            await response.write(artifact.body[position:stop])
             record.sent += stop - position
             if artifact.rate:
                 await asyncio.sleep((stop - position) / artifact.rate)
             position = stop
         await response.write_eof()
-        record.ended = time.monotonic()
-        return response
 
     async def _interrupt(self, request: web.Request, fault: Fault) -> None:
         transport = request.transport

@@ -16,6 +16,7 @@ from tests.conftest import (
     tree_bytes,
     wait_for,
     wait_hub_ready,
+    write_config,
 )
 from tests.origin import Origin
 
@@ -89,7 +90,7 @@ def test_tensorflow_hub_first_then_hubcache_at_once(
     origin: Origin, models: dict[str, Model], cache_dir: Path, config_file: Path
 ) -> None:
     """hubcache waits on hub's live lock while its staging grows, then uses hub's model."""
-    config_file.write_text("lock_stale_seconds = 60\n")  # hub's staging grows in 10 MB steps
+    write_config(config_file, {"lock_stale_seconds": 60})  # hub's staging grows in 10 MB steps
     model = models["big"]
     url = origin.put("big", model.tarball, rate=2_000_000)
     hub = start_hub_load(url)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import errno
-import gzip
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import hubcache
 import hubcache.archive
 from hubcache.errors import CacheFullError, FetchError
 from hubcache.handles import cache_key
-from tests.conftest import Model, cache_leftovers, run_cli, tarball_of, tree_bytes
+from tests.conftest import Model, cache_leftovers, run_cli, tarball_of, tree_bytes, write_config
 from tests.origin import Origin
 
 
@@ -31,7 +31,7 @@ def test_stdlib_gzip_when_isal_is_missing(
     origin: Origin, models: dict[str, Model], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without ISA-L the stdlib gzip reader gives the same model."""
-    monkeypatch.setattr(hubcache.archive, "_gzip_open", gzip.GzipFile)
+    monkeypatch.setattr(hubcache.archive, "_inflater", lambda: zlib.decompressobj(31))
     model = models["alpha"]
     url = origin.put("alpha", model.tarball)
     assert tree_bytes(Path(hubcache.resolve(url))) == tree_bytes(model.directory)
@@ -56,8 +56,9 @@ def test_mirror_is_tried_first_and_origin_is_the_fallback(
         mirror.put("alpha", alpha.tarball)
         handle_a = origin.put("alpha", beta.tarball)  # a different body: proves who served it
         handle_b = origin.put("beta", beta.tarball)
-        config_file.write_text(
-            f'[[mirrors]]\nprefix = "{origin.base}/models/"\nurl = "{mirror.base}/models/"\n'
+        write_config(
+            config_file,
+            extra=f'[[mirrors]]\nprefix = "{origin.base}/models/"\nurl = "{mirror.base}/models/"\n',
         )
         assert tree_bytes(Path(hubcache.resolve(handle_a))) == tree_bytes(alpha.directory)
         assert origin.served("alpha") == []
