@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from hubcache.client import Client, DaemonUnavailable
 from hubcache.config import Settings, load_settings
 from hubcache.errors import HubcacheError
-from hubcache.handles import HandleKind, classify
+from hubcache.handles import HandleKind, cache_key, classify
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -57,7 +57,6 @@ async def _in_process(
 ) -> list[Outcome]:
     import asyncio  # noqa: PLC0415
 
-    from hubcache.handles import cache_key  # noqa: PLC0415
     from hubcache.pipeline import Pipeline  # noqa: PLC0415 - keeps aiohttp out of cache hits
 
     def reporter(handle: str) -> Callable[[int, int | None], None] | None:
@@ -171,8 +170,15 @@ def prefetch(handles: Sequence[str], settings: Settings | None = None) -> list[s
 
 
 def load(handle: str, tags: Any = None, options: Any = None) -> Any:
-    """``tf.saved_model.load`` of the resolved model (imports TensorFlow only here)."""
-    path = resolve(handle)
+    """``tf.saved_model.load`` of the resolved model (imports TensorFlow only here). A lease is
+    held from before the resolve until the load returns: eviction never pulls the model away."""
     import tensorflow as tf  # noqa: PLC0415
 
-    return tf.saved_model.load(path, tags=tags, options=options)
+    if classify(handle) is HandleKind.LOCAL:
+        return tf.saved_model.load(handle, tags=tags, options=options)
+    from hubcache.layout import Layout  # noqa: PLC0415
+    from hubcache.leases import held  # noqa: PLC0415
+
+    settings = load_settings()
+    with held(Layout(settings.cache_dir), cache_key(handle)):
+        return tf.saved_model.load(resolve(handle, settings), tags=tags, options=options)

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     command("pin", "never evict a model").add_argument("target", metavar="HANDLE|KEY")
     command("unpin", "let a model be evicted again").add_argument("target", metavar="HANDLE|KEY")
     command("status", "daemon and cache status").add_argument("--json", action="store_true")
+    verify = command("verify", "check the cache against its index (an fsck)")
+    verify.add_argument("--repair", action="store_true", help="fix, re-fetch, rebuild the index")
+    verify.add_argument("--json", action="store_true")
     return parser
 
 
@@ -283,6 +286,42 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Always in this process: it reads the directory itself (re-fetches may use the daemon)."""
+    from hubcache.fsck import check, repair  # noqa: PLC0415
+    from hubcache.store import Store  # noqa: PLC0415
+
+    store = Store(settings)
+    try:
+        found = check(store)
+        repaired: list[str] = []
+        failures: list[HubcacheError] = []
+        if args.repair and found:
+            repaired, refetch = repair(store, found)
+            outcomes = resolve_many(refetch, settings, own_process=True) if refetch else []
+            failures = [o for o in outcomes if isinstance(o, HubcacheError)]
+            found = check(store)
+    finally:
+        store.close()
+    if args.json:
+        report = {
+            "problems": [p.as_dict() for p in found],
+            "repaired": repaired,
+            "errors": [str(e) for e in failures],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        for line in repaired:
+            print(f"repaired {line}")
+        for problem in found:
+            print(problem.line())
+        for error in failures:
+            _fail(error)
+        if not found and not failures:
+            print("cache is consistent")
+    return 1 if found or failures else 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "daemon": _cmd_daemon,
     "prefetch": _cmd_prefetch,
@@ -293,6 +332,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "pin": _cmd_pin,
     "unpin": _cmd_unpin,
     "status": _cmd_status,
+    "verify": _cmd_verify,
 }
 
 

@@ -86,6 +86,7 @@ class Settings:
     min_free: MinFree = field(default_factory=lambda: MinFree(fraction=0.10))
     lease_seconds: float = 3600.0
     lock_stale_seconds: float = 60.0
+    gc_interval_seconds: float = 300.0
     pins: tuple[str, ...] = ()
     offline: bool = False
     no_daemon: bool = False
@@ -149,6 +150,7 @@ _TOP: dict[str, Parser] = {
     "min_free": MinFree.parse,
     "lease_seconds": _seconds,
     "lock_stale_seconds": _seconds,
+    "gc_interval_seconds": _seconds,
     "pins": _pins,
     "mirrors": _mirrors,
 }

@@ -21,7 +21,8 @@ from aiohttp import web
 
 from hubcache import __version__
 from hubcache.config import Settings
-from hubcache.errors import DaemonError
+from hubcache.errors import DaemonError, HubcacheError
+from hubcache.evict import collect
 from hubcache.jobs import Jobs
 from hubcache.metrics import Metrics
 from hubcache.pipeline import Pipeline
@@ -75,6 +76,29 @@ async def _bind(runner: web.AppRunner, settings: Settings) -> tuple[web.BaseSite
     return site, path
 
 
+def _collect_in_thread(settings: Settings) -> list[str]:
+    store = Store(settings)  # SQLite connections belong to one thread
+    try:
+        return collect(store, settings).evicted
+    finally:
+        store.close()
+
+
+async def _evict_periodically(settings: Settings, view: CacheView) -> None:
+    """Keep the cache within ``max_size`` and ``min_free`` between downloads."""
+    loop = asyncio.get_running_loop()
+    while settings.gc_interval_seconds > 0:
+        await asyncio.sleep(settings.gc_interval_seconds)
+        try:
+            evicted = await loop.run_in_executor(None, _collect_in_thread, settings)
+        except (OSError, HubcacheError) as error:
+            log.warning("hubcache.gc.failed", extra={"error": str(error)})
+            continue
+        if evicted:
+            log.info("hubcache.gc.evicted", extra={"keys": evicted})
+            view.refresh()
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT; the exit status."""
     raise_fd_limit()
@@ -99,6 +123,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     try:
         site, socket_path = await _bind(runner, settings)
         view.start()
+        evictor = asyncio.ensure_future(_evict_periodically(settings, view))
         resumed = jobs.resume_pending()
         where = socket_path or "the socket systemd passed"
         log.info(
@@ -117,6 +142,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         log.info("hubcache.daemon.stopping", extra={"jobs": len(jobs.active)})
         jobs.broadcast({"event": "daemon", "state": "stopping"})  # ends every /v1/events stream
         await site.stop()
+        evictor.cancel()
         await jobs.cancel_all()
         await view.stop()
     finally:

@@ -1,7 +1,9 @@
 """Eviction: which models go when the cache is over budget (pure), and the act of removing them.
 
 Least recently used first; never a pinned model (index flag or config ``pins``), never one
-resolved within ``lease_seconds``, never one whose download lock is held right now.
+resolved within ``lease_seconds``, never one being loaded (a lease is held) or downloaded (its
+kernel lock is held). Removal renames the model into trash first, so readers see all or nothing;
+blobs no model links to any more are freed last.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import filelock
 
 from hubcache.config import MinFree, Settings
 from hubcache.index import Entry
+from hubcache.leases import exclusive
 from hubcache.store import Store
 
 
@@ -46,10 +49,17 @@ def plan_eviction(
     return chosen
 
 
-def bytes_to_free(total: int, max_size: int, min_free: MinFree, fs_total: int, fs_free: int) -> int:
-    """How much must go to respect both the size budget and the free-space floor."""
-    floor = max(min_free.bytes, int(min_free.fraction * fs_total))
-    return max(total - max_size, floor - fs_free, 0)
+def free_floor(min_free: MinFree, fs_total: int) -> int:
+    return max(min_free.bytes, int(min_free.fraction * fs_total))
+
+
+def bytes_to_free(
+    total: int, max_size: int, min_free: MinFree, fs_total: int, fs_free: int, *, reserve: int = 0
+) -> int:
+    """How much must go to respect the size budget and the free-space floor, with ``reserve``
+    bytes more kept free (for a download about to start)."""
+    floor = free_floor(min_free, fs_total)
+    return max(total - max_size, floor + reserve - fs_free, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +68,39 @@ class GcResult:
     freed_bytes: int
 
 
-def collect(store: Store, settings: Settings, max_bytes: int | None = None) -> GcResult:
-    """Evict down to ``max_bytes`` (default ``max_size``) and the ``min_free`` floor."""
+def collect(
+    store: Store, settings: Settings, max_bytes: int | None = None, reserve: int = 0
+) -> GcResult:
+    """Evict down to ``max_bytes`` (default ``max_size``) and the ``min_free`` floor, keeping
+    ``reserve`` more bytes free."""
     entries = store.entries()
     usage = shutil.disk_usage(store.layout.root)
     budget = settings.max_size if max_bytes is None else max_bytes
+    total = sum(e.size_bytes for e in entries)
     must_free = bytes_to_free(
-        sum(e.size_bytes for e in entries), budget, settings.min_free, usage.total, usage.free
+        total, budget, settings.min_free, usage.total, usage.free, reserve=reserve
     )
-    plan = plan_eviction(
-        entries, must_free, set(settings.pins), settings.lease_seconds, time.time()
-    )
+    pins, now = set(settings.pins), time.time()
+    plan = plan_eviction(entries, must_free, pins, settings.lease_seconds, now)
     evicted, freed = [], 0
     for entry in plan:
-        lock = filelock.FileLock(str(store.layout.kernel_lock(entry.key)), thread_local=False)
-        try:
-            lock.acquire(blocking=False)
-        except filelock.Timeout:
-            continue  # being downloaded or healed right now
-        try:
-            if store.remove(entry.key):
-                evicted.append(entry.key)
-                freed += entry.size_bytes
-        finally:
-            lock.release()
+        if _remove_unless_busy(store, entry.key):
+            evicted.append(entry.key)
+            freed += entry.size_bytes
     return GcResult(evicted, freed)
+
+
+def _remove_unless_busy(store: Store, key: str) -> bool:
+    lock = filelock.FileLock(str(store.layout.kernel_lock(key)), thread_local=False)
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        return False  # being downloaded or healed right now
+    try:
+        with exclusive(store.layout, key) as unleased:
+            return unleased and store.remove(key)
+    finally:
+        lock.release()
 
 
 def set_pinned(store: Store, key: str, pinned: bool) -> bool:

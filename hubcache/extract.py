@@ -10,6 +10,7 @@ violation aborts the whole model.
 from __future__ import annotations
 
 import enum
+import hashlib
 import lzma
 import os
 import tarfile
@@ -157,20 +158,24 @@ def member_of(info: tarfile.TarInfo) -> Member:
 class Extracted:
     files: int
     bytes: int
+    hashes: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 hex
 
 
 Progress = Callable[[int], None]
 
 
-def _write_file(source: Readable, target: Path, size: int, progress: Progress | None) -> None:
+def _write_file(source: Readable, target: Path, size: int, progress: Progress | None) -> str:
+    """Copy one member to ``target``; its sha256 (for dedup and fingerprints)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(target, flags, 0o644)
+    digest = hashlib.sha256()
     try:
         remaining = size
         while remaining:
             data = source.read(min(COPY_CHUNK, remaining))
             if not data:
                 raise ArchiveError("truncated archive: a member ends early")
+            digest.update(data)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -179,6 +184,7 @@ def _write_file(source: Readable, target: Path, size: int, progress: Progress | 
                 progress(len(data))
     finally:
         os.close(fd)
+    return digest.hexdigest()
 
 
 def _drain(stream: Readable) -> None:
@@ -192,6 +198,7 @@ def extract_stream(
 ) -> Extracted:
     """Extract the tar ``stream`` into the existing, empty directory ``staging``."""
     state = PlanState()
+    hashes: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=READ_SIZE) as tar:  # type: ignore[call-overload]
             for info in tar:
@@ -206,7 +213,7 @@ def extract_stream(
                 source = tar.extractfile(info)
                 if source is None:  # pragma: no cover - isreg() members always have data
                     raise ArchiveError(f"archive member {info.name!r} has no data")
-                _write_file(source, target, step.size, progress)
+                hashes[step.path] = _write_file(source, target, step.size, progress)
         _drain(stream)
     except tarfile.ReadError as error:
         raise _read_error(str(error)) from None
@@ -220,7 +227,7 @@ def extract_stream(
         raise ArchiveError(f"corrupt archive: {error}") from None
     if not state.files:
         raise ArchiveError("archive is empty: no files in it")
-    return Extracted(files=len(state.files), bytes=state.unpacked)
+    return Extracted(files=len(state.files), bytes=state.unpacked, hashes=hashes)
 
 
 def _read_error(text: str) -> ArchiveError:

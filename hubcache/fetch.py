@@ -29,6 +29,7 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 
 Progress = Callable[[int, int | None], None]
+Reserve = Callable[[int], None]  # raises when that many bytes cannot be made free
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +72,26 @@ class Download:
         url: str,
         part: PartFile,
         settings: DownloadSettings,
+        *,
         progress: Progress | None = None,
+        reserve: Reserve | None = None,
     ) -> None:
         self.session = session
         self.url = url
         self.part = part
         self.settings = settings
         self.progress = progress
+        self.reserve = reserve
         self.final_url = url
         self.received = 0
+        self._reserved = False
+
+    def _reserve(self, total: int | None) -> None:
+        """Before the first byte lands: room for what is left to fetch plus the unpacked model
+        (estimated as large as the tarball; float weights barely compress)."""
+        if self.reserve is not None and total is not None and not self._reserved:
+            self._reserved = True
+            self.reserve(total - self.part.size + total)
 
     async def run(self) -> FetchResult:
         failures = 0
@@ -130,6 +142,7 @@ class Download:
         state = self.part.state
         assert state is not None and state.chunks is not None
         chunks = from_lists(state.chunks)
+        self._reserve(state.total)
         download = ParallelDownload(
             self.session,
             self.url,
@@ -227,14 +240,18 @@ class Download:
             ):
                 self.part.restart(self._state_from(response, None))
                 raise _Retry("resumed range does not continue the partial file; restarting")
-            return found[1] if found[1] is not None else state.total
+            total = found[1] if found[1] is not None else state.total
+            self._reserve(total)
+            return total
         if response.status == 206:  # a range we did not ask for
             raise IntegrityError(f"origin sent a partial answer to a full request: {response.url}")
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if self.part.size:
             log.info("hubcache.fetch.restart", extra={"url": self.url, "had": self.part.size})
+            self._reserved = False  # the old bytes go: find room for the new body again
         self.part.restart(self._state_from(response, total))
+        self._reserve(total)
         return total
 
     async def _stream(self, response: aiohttp.ClientResponse, total: int | None) -> None:

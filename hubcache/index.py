@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS entries (
     fingerprint TEXT,
     etag TEXT,
     final_url TEXT,
-    manifest TEXT
+    manifest TEXT,
+    hashes TEXT
 );
 CREATE TABLE IF NOT EXISTS pending (
     key TEXT PRIMARY KEY,
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 """
 _COLUMNS = (
-    "key, handle, size_bytes, created, last_access, pinned, fingerprint, etag, final_url, manifest"
+    "key, handle, size_bytes, created, last_access, pinned, fingerprint, etag, final_url, manifest,"
+    " hashes"
 )
 
 
@@ -50,10 +52,11 @@ class Entry:
     etag: str | None = None
     final_url: str | None = None
     manifest: Manifest = field(default_factory=dict, compare=False, repr=False)
+    hashes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _entry(row: tuple[object, ...]) -> Entry:
-    key, handle, size, created, access, pinned, fingerprint, etag, final_url, manifest = row
+    key, handle, size, created, access, pinned, fingerprint, etag, final_url, manifest, hashes = row
     return Entry(
         key=str(key),
         handle=None if handle is None else str(handle),
@@ -65,6 +68,7 @@ def _entry(row: tuple[object, ...]) -> Entry:
         etag=None if etag is None else str(etag),
         final_url=None if final_url is None else str(final_url),
         manifest=json.loads(str(manifest)) if manifest else {},
+        hashes=json.loads(str(hashes)) if hashes else {},
     )
 
 
@@ -81,11 +85,12 @@ class Index:
 
     def put(self, entry: Entry) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
             (
                 entry.key, entry.handle, entry.size_bytes, entry.created, entry.last_access,
                 int(entry.pinned), entry.fingerprint, entry.etag, entry.final_url,
                 json.dumps(entry.manifest) if entry.manifest else None,
+                json.dumps(entry.hashes) if entry.hashes else None,
             ),
         )  # fmt: skip
 
@@ -95,6 +100,18 @@ class Index:
             (key,),
         ).fetchone()
         return None if row is None else _entry(row)
+
+    def by_origin(self, final_url: str, etag: str) -> list[Entry]:
+        """Entries downloaded from this final URL with this ETag (download dedup)."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE final_url = ? AND etag = ?",  # noqa: S608
+            (final_url, etag),
+        )
+        return [_entry(row) for row in rows]
+
+    def has_origins(self) -> bool:
+        query = "SELECT 1 FROM entries WHERE etag IS NOT NULL AND final_url IS NOT NULL LIMIT 1"
+        return self._db.execute(query).fetchone() is not None
 
     def all(self) -> list[Entry]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY key")  # noqa: S608

@@ -63,6 +63,9 @@ class Layout:
     def blob(self, digest: str) -> Path:
         return self.blobs / digest
 
+    def lease(self, key: str) -> Path:
+        return self.state / "leases" / f"{key}.lease"
+
     def trash_slot(self, key: str, uid: str) -> Path:
         return self.trash / f"{key}.{uid}"
 

@@ -23,6 +23,7 @@ import aiohttp
 
 from hubcache.archive import open_decompressed
 from hubcache.config import Settings
+from hubcache.dedup import link_tree
 from hubcache.errors import (
     ArchiveError,
     CacheError,
@@ -32,8 +33,9 @@ from hubcache.errors import (
     HubcacheError,
     NotAModelError,
 )
-from hubcache.extract import extract_stream
-from hubcache.fetch import Download, FetchResult, open_session
+from hubcache.evict import collect, free_floor
+from hubcache.extract import Extracted, extract_stream
+from hubcache.fetch import MAX_REDIRECTS, Download, FetchResult, open_session
 from hubcache.handles import cache_key, download_urls, is_remote
 from hubcache.index import Entry
 from hubcache.locks import HubLock, KernelLock
@@ -133,8 +135,13 @@ class Pipeline:
         staging.mkdir()
         started = time.monotonic()
         try:
-            result = await self._fetch_any(handle, key, staging, progress)
-            entry = self.store.publish(key, handle, staging, result.etag, result.final_url)
+            linked = await self._link_same_origin(handle, key, staging)
+            if linked is not None:
+                return linked, 0
+            result, extracted = await self._fetch_any(handle, key, staging, progress)
+            entry = self.store.publish(
+                key, handle, staging, extracted.hashes, etag=result.etag, final_url=result.final_url
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info(
@@ -143,9 +150,59 @@ class Pipeline:
         )
         return entry, result.bytes_received
 
+    def _session_for_downloads(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = open_session(self.settings.download)
+        return self._session
+
+    async def _link_same_origin(self, handle: str, key: str, staging: Path) -> Entry | None:
+        """No download when the handle leads (after redirects) to the final URL and ETag that a
+        cached model came from: its files are linked under the new key instead."""
+        if not self.store.index.has_origins():
+            return None
+        url = download_urls(handle, self.settings.mirrors)[0]
+        try:
+            async with self._session_for_downloads().head(
+                url, allow_redirects=True, max_redirects=MAX_REDIRECTS
+            ) as response:
+                final, etag = str(response.url), response.headers.get("ETag")
+                if response.status != 200 or not etag:
+                    return None
+        except (aiohttp.ClientError, TimeoutError):
+            return None  # the download itself will report what is wrong
+        for source in self.store.index.by_origin(final, etag):
+            if source.key == key or self.store.check(source.key) is None:
+                continue
+            try:
+                link_tree(self.store.layout.model(source.key), staging)
+            except OSError:  # the source went away meanwhile: download after all
+                _empty(staging)
+                return None
+            log.info("hubcache.model.linked", extra={"key": key, "from": source.key})
+            return self.store.publish(
+                key, handle, staging, source.hashes, etag=etag, final_url=final
+            )
+        return None
+
+    def _reserve(self, need: int) -> None:
+        """Make ``need`` bytes free (evicting if allowed) or fail before downloading."""
+        root = self.store.layout.root
+        usage = shutil.disk_usage(root)
+        floor = free_floor(self.settings.min_free, usage.total)
+        if usage.free - floor >= need:
+            return
+        collect(self.store, self.settings, reserve=need)
+        usage = shutil.disk_usage(root)
+        available = max(0, usage.free - floor)
+        if available < need:
+            raise CacheFullError(
+                f"not enough space: about {need} bytes needed (the tarball plus its unpacked "
+                f"size), {available} bytes available in {root} after eviction"
+            )
+
     async def _fetch_any(
         self, handle: str, key: str, staging: Path, progress: Progress | None
-    ) -> FetchResult:
+    ) -> tuple[FetchResult, Extracted]:
         """Try the mirrors, then the origin; keep the partial file only where resuming helps."""
         layout = self.store.layout
         urls = download_urls(handle, self.settings.mirrors)
@@ -160,6 +217,10 @@ class Pipeline:
             except FetchError:
                 if number == len(urls):
                     raise  # keep the partial file: the next attempt resumes it
+            except CacheFullError:
+                if part.size == 0:
+                    part.discard()
+                raise
             else:
                 part.discard()
                 return result
@@ -170,13 +231,14 @@ class Pipeline:
 
     async def _fetch_one(
         self, url: str, part: PartFile, staging: Path, progress: Progress | None
-    ) -> FetchResult:
-        if self._session is None:
-            self._session = open_session(self.settings.download)
+    ) -> tuple[FetchResult, Extracted]:
+        session = self._session_for_downloads()
         loop = asyncio.get_running_loop()
         extraction = loop.run_in_executor(None, self._extract, part, staging)
         download = asyncio.ensure_future(
-            Download(self._session, url, part, self.settings.download, progress).run()
+            Download(
+                session, url, part, self.settings.download, progress=progress, reserve=self._reserve
+            ).run()
         )
         try:
             pending: set[asyncio.Future[Any]] = {extraction, download}
@@ -184,8 +246,7 @@ class Pipeline:
             if extraction.done() and extraction.exception() is not None:
                 await extraction  # raises the archive error; the download is cancelled below
             result = await download
-            await extraction
-            return result
+            return result, await extraction
         except SourceAborted:
             await download  # the download failed first: raise its error, not the echo
             raise
@@ -198,7 +259,7 @@ class Pipeline:
             if not extraction.cancelled():
                 extraction.exception()  # retrieved: its error, if any, was handled above
 
-    def _extract(self, part: PartFile, staging: Path) -> None:
+    def _extract(self, part: PartFile, staging: Path) -> Extracted:
         """Worker thread: extract behind the writer; start over when the bytes restart."""
         limits = self.settings.limits
         while True:
@@ -206,8 +267,7 @@ class Pipeline:
             stream = None
             try:
                 stream = open_decompressed(part.reader(), limits)
-                extract_stream(stream, staging, limits)
-                return
+                return extract_stream(stream, staging, limits)
             except SourceReset:
                 continue
             finally:
@@ -223,7 +283,7 @@ def _empty(directory: Path) -> None:
             child.unlink()
 
 
-async def _join(future: asyncio.Future[None]) -> None:
+async def _join(future: asyncio.Future[Extracted]) -> None:
     """Wait for a worker thread to stop, even through cancellation (it writes into staging)."""
     cancelled = False
     while not future.done():

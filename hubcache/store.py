@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from hubcache.config import Settings
+from hubcache.dedup import free_unused_blobs, intern_files
 from hubcache.errors import NotAModelError
+from hubcache.fingerprint import fingerprint, fingerprint_pb
 from hubcache.handles import cache_key
 from hubcache.index import Entry, Index
 from hubcache.layout import Layout, is_key
@@ -36,6 +39,11 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf8", errors="replace")
     except OSError:
         return ""
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def descriptor_text(handle: str) -> str:
@@ -130,12 +138,15 @@ class Store:
             return self.adopt(key)
         return None if model_problems(path, entry.manifest) else entry
 
-    def adopt(self, key: str) -> Entry | None:
-        """Index a model some other tool (tensorflow_hub) put in place; None if it is broken."""
+    def adopt(self, key: str, *, deep: bool = False) -> Entry | None:
+        """Index a model some other tool (tensorflow_hub) put in place; None if it is broken.
+        ``deep`` also hashes every file (slow for big models: `verify --repair` does it)."""
         path = self.layout.model(key)
         if model_problems(path):
             return None
         manifest = take_manifest(path)
+        hashes = {relative: file_sha256(path / relative) for relative in manifest} if deep else {}
+        model_print = fingerprint(path, hashes) if deep else fingerprint_pb(path)
         descriptor = self.layout.descriptor(key)
         try:
             handle = handle_from_descriptor(descriptor.read_text(encoding="utf8"))
@@ -150,7 +161,9 @@ class Store:
             size_bytes=sum(manifest.values()),
             created=created,
             last_access=created,
+            fingerprint=model_print,
             manifest=manifest,
+            hashes=hashes,
         )
         self.index.put(entry)
         return entry
@@ -205,13 +218,23 @@ class Store:
         tmp.replace(path)
 
     def publish(
-        self, key: str, handle: str, staging: Path, etag: str | None, final_url: str | None
+        self,
+        key: str,
+        handle: str,
+        staging: Path,
+        hashes: dict[str, str],
+        *,
+        etag: str | None = None,
+        final_url: str | None = None,
     ) -> Entry:
-        """Move a verified staging directory to ``<key>/`` and index it."""
+        """Move a verified staging directory to ``<key>/`` and index it; large files become
+        hard links into the blob store, so identical content is stored once."""
         problems = shape_problems(staging)
         if problems:
             raise NotAModelError(problems[0], handle)
         manifest = take_manifest(staging)
+        model_print = fingerprint(staging, hashes)
+        intern_files(self.layout, staging, hashes, manifest)
         self.write_descriptor(key, handle)
         target = self.layout.model(key)
         if target.exists():
@@ -234,9 +257,11 @@ class Store:
             size_bytes=sum(manifest.values()),
             created=now,
             last_access=now,
+            fingerprint=model_print,
             etag=etag,
             final_url=final_url,
             manifest=manifest,
+            hashes=hashes,
         )
         self.index.put(entry)
         return entry
@@ -257,4 +282,6 @@ class Store:
         self.index.delete(key)
         with contextlib.suppress(FileNotFoundError):
             self.layout.descriptor(key).unlink()
+        if removed:
+            free_unused_blobs(self.layout)
         return removed

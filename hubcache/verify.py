@@ -66,5 +66,5 @@ def model_problems(root: Path, manifest: Mapping[str, int] | None = None) -> lis
     """Everything wrong with the model at ``root``; empty means complete."""
     problems = shape_problems(root)
     if manifest and problems != ["directory is missing"]:
-        problems += manifest_problems(root, manifest)
+        problems += [p for p in manifest_problems(root, manifest) if p not in problems]
     return problems

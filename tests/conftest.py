@@ -38,11 +38,16 @@ class Model:
         return [x * self.w + self.b for x in xs]
 
 
-def tarball_of(directory: Path, mode: str = "w:gz") -> bytes:
-    """A tfhub.dev-style tarball: members named ./saved_model.pb, ./variables/..."""
+def tarball_of(directory: Path, mode: str = "w:gz", extra: dict[str, bytes] | None = None) -> bytes:
+    """A tfhub.dev-style tarball: members named ./saved_model.pb, ./variables/...; ``extra``
+    files (e.g. a shared asset) are added under their relative names."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=mode) as tar:  # type: ignore[call-overload]
         tar.add(str(directory), arcname=".")
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -156,15 +161,16 @@ import json, sys
 import tensorflow as tf
 import tensorflow_hub as hub
 print("hub-ready", file=sys.stderr, flush=True)
-model = hub.load(sys.argv[1])
-print(json.dumps([float(v) for v in model(tf.constant([1.0, 2.0])).numpy()]))
+for handle in sys.argv[1:]:
+    model = hub.load(handle)
+    print(json.dumps([float(v) for v in model(tf.constant([1.0, 2.0])).numpy()]))
 """
 
 
-def start_hub_load(handle: str) -> subprocess.Popen[str]:
+def start_hub_load(*handles: str) -> subprocess.Popen[str]:
     """The real tensorflow_hub, in its own process, on the same TFHUB_CACHE_DIR."""
     return subprocess.Popen(
-        [sys.executable, "-c", HUB_LOAD, handle],
+        [sys.executable, "-c", HUB_LOAD, *handles],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -181,10 +187,15 @@ def wait_hub_ready(process: subprocess.Popen[str]) -> None:
 
 
 def hub_load(handle: str) -> list[float]:
-    process = start_hub_load(handle)
+    return hub_load_all(handle)[0]
+
+
+def hub_load_all(*handles: str) -> list[list[float]]:
+    """What each model computes for [1, 2], loaded by tensorflow_hub in one process."""
+    process = start_hub_load(*handles)
     out, err = process.communicate(timeout=240)
     assert process.returncode == 0, err[-3000:]
-    return list(json.loads(out.strip().splitlines()[-1]))
+    return [list(json.loads(line)) for line in out.strip().splitlines()[-len(handles) :]]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:

@@ -66,6 +66,7 @@ class Origin:
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     log: list[Served] = field(default_factory=list)
     page_hits: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
     chunk: int = CHUNK  # bytes per write (and per pacing step when rate-limited)
 
     # -- test-facing helpers -----------------------------------------------------------------
@@ -113,12 +114,24 @@ class Origin:
         return web.Response(text=f"<!DOCTYPE html><html><body>{name}</body></html>",
                             content_type="text/html")  # fmt: skip
 
+    def alias(self, name: str) -> str:
+        """A second handle for the same stored tarball (a Kaggle URL of a tfhub.dev model)."""
+        return f"{self.base}/alias/{name}"
+
+    async def _alias(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(f"/storage/{request.match_info['name']}.tar.gz")
+
     async def _redirect_loop(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(str(request.rel_url))
 
     async def _storage(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         artifact = self.artifacts.get(name)
+        if request.method == "HEAD":
+            self.heads.append(name)
+            if artifact is None:
+                raise web.HTTPNotFound
+            return web.Response(headers={"ETag": artifact.etag, "Accept-Ranges": "bytes"})
         record = Served(name, 200, request.headers.get("Range"), request.headers.get("If-Range"))
         self.log.append(record)
         if artifact is None:
@@ -210,6 +223,7 @@ class Origin:
             app.router.add_get("/models/{name:.+}", self._model_page)
             app.router.add_get("/storage/{name:.+}.tar.gz", self._storage)
             app.router.add_get("/loop/{name:.+}", self._redirect_loop)
+            app.router.add_get("/alias/{name:.+}", self._alias)
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)

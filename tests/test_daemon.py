@@ -70,7 +70,7 @@ def test_three_urls_download_concurrently(
     done = run_cli("prefetch", *urls)
     assert done.returncode == 0, done.stderr
     bodies = [s for s in origin.log if s.sent]
-    assert len(bodies) == 3
+    assert len(bodies) == 3, origin.log
     assert max(s.started for s in bodies) < min(s.ended or 0 for s in bodies)
 
 
