@@ -24,6 +24,21 @@ from hubcache.errors import (
 
 __version__ = "0.1.0"
 
+
+def install() -> object:
+    """Make ``tensorflow_hub`` resolve http(s) handles through hubcache (imports TensorFlow)."""
+    from hubcache.hub import install as _install  # noqa: PLC0415
+
+    return _install()
+
+
+def KerasLayer(handle: str, **kwargs: object) -> object:
+    """``hub.KerasLayer`` for a handle resolved through hubcache (imports TensorFlow)."""
+    from hubcache.hub import keras_layer  # noqa: PLC0415
+
+    return keras_layer(handle, **kwargs)
+
+
 __all__ = [
     "ArchiveError",
     "ArchiveLimitError",
@@ -35,11 +50,13 @@ __all__ = [
     "HandleError",
     "HubcacheError",
     "IntegrityError",
+    "KerasLayer",
     "LockTimeoutError",
     "NotAModelError",
     "NotCachedError",
     "UnsafeArchiveError",
     "__version__",
+    "install",
     "load",
     "prefetch",
     "resolve",

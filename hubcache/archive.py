@@ -177,6 +177,25 @@ class InflateThread:
         self._thread.join(5)
 
 
+class FileStream:
+    """A local tarball as a :class:`RawStream` (``hubcache import``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.position = 0
+
+    def read(self, count: int = -1) -> bytes:
+        data: bytes = self._stream.read(count)
+        self.position += len(data)
+        return data
+
+    def peek(self, count: int) -> bytes:
+        here = self._stream.tell()
+        data: bytes = self._stream.read(count)
+        self._stream.seek(here)
+        return data
+
+
 def open_decompressed(raw: RawStream, limits: Limits) -> GuardedStream:
     """Sniff ``raw`` and return its decompressed, bomb-guarded stream."""
     head = raw.peek(512)

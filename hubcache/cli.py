@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     command("pin", "never evict a model").add_argument("target", metavar="HANDLE|KEY")
     command("unpin", "let a model be evicted again").add_argument("target", metavar="HANDLE|KEY")
     command("status", "daemon and cache status").add_argument("--json", action="store_true")
+    imported = command("import", "publish a local tarball as a handle's model (air-gapped hosts)")
+    imported.add_argument("tarball", metavar="TARBALL")
+    imported.add_argument("--handle", required=True, metavar="HANDLE")
+    exported = command("export", "write a cached model as a .tar.gz")
+    exported.add_argument("handle", metavar="HANDLE")
+    exported.add_argument("-o", "--output", required=True, metavar="FILE")
     verify = command("verify", "check the cache against its index (an fsck)")
     verify.add_argument("--repair", action="store_true", help="fix, re-fetch, rebuild the index")
     verify.add_argument("--json", action="store_true")
@@ -286,6 +292,47 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """In this process always: the daemon never reads a client's files."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from hubcache.api import run_sync  # noqa: PLC0415
+    from hubcache.pipeline import Pipeline  # noqa: PLC0415
+
+    tarball = Path(args.tarball)
+    if not tarball.is_file():
+        raise HubcacheError(f"no such file: {tarball}", args.handle)
+
+    async def publish() -> Any:
+        pipeline = Pipeline(settings)
+        try:
+            return await pipeline.import_tarball(args.handle, tarball)
+        finally:
+            await pipeline.aclose()
+            pipeline.store.close()
+
+    resolved = run_sync(publish())
+    note = "" if resolved.source == "download" else " (already cached: left as it was)"
+    print(f"{args.handle}\t{resolved.path}{note}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from hubcache.pack import pack  # noqa: PLC0415
+
+    outcome = resolve_many([args.handle], settings, own_process=True)[0]
+    if isinstance(outcome, HubcacheError):
+        raise outcome
+    try:
+        size = pack(Path(outcome["path"]), Path(args.output))
+    except OSError as error:
+        raise HubcacheError(f"cannot write {args.output}: {error.strerror}", args.handle) from None
+    print(f"{args.output}\t{size} bytes")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Always in this process: it reads the directory itself (re-fetches may use the daemon)."""
     from hubcache.fsck import check, repair  # noqa: PLC0415
@@ -333,6 +380,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "unpin": _cmd_unpin,
     "status": _cmd_status,
     "verify": _cmd_verify,
+    "import": _cmd_import,
+    "export": _cmd_export,
 }
 
 

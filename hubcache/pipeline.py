@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from hubcache.archive import open_decompressed
+from hubcache.archive import FileStream, open_decompressed
 from hubcache.config import Settings
 from hubcache.dedup import link_tree
 from hubcache.errors import (
@@ -97,6 +97,17 @@ class Pipeline:
             flight.add_done_callback(lambda _: self._flights.pop(key, None))
         return await asyncio.shield(flight)  # a caller giving up never cancels the job
 
+    async def import_tarball(self, handle: str, tarball: Path) -> Resolved:
+        """Publish a local tarball as ``handle``'s model (air-gapped hosts); the same checks,
+        locks and atomic publish as a download. A model already cached is left as it is."""
+        if not is_remote(handle):
+            download_urls(handle)  # the HandleError naming the accepted forms
+        key = cache_key(handle)
+        try:
+            return await self._locked(handle, key, None, tarball)
+        except BaseException as error:  # noqa: BLE001 - mapped and re-raised, never swallowed
+            raise as_hubcache_error(error, handle, self.settings.cache_dir) from None
+
     async def _job(self, handle: str, key: str, progress: Progress | None) -> Resolved:
         try:
             async with self._slots:
@@ -104,7 +115,9 @@ class Pipeline:
         except BaseException as error:  # noqa: BLE001 - mapped and re-raised, never swallowed
             raise as_hubcache_error(error, handle, self.settings.cache_dir) from None
 
-    async def _locked(self, handle: str, key: str, progress: Progress | None) -> Resolved:
+    async def _locked(
+        self, handle: str, key: str, progress: Progress | None, tarball: Path | None = None
+    ) -> Resolved:
         layout = self.store.layout
         kernel = KernelLock(layout.kernel_lock(key))
         await kernel.acquire()
@@ -120,7 +133,7 @@ class Pipeline:
                 try:
                     if (entry := self.store.check(key)) is not None:
                         return Resolved.of(handle, entry, layout.model(key), "cache")
-                    entry, fetched = await self._download(handle, key, uid, progress)
+                    entry, fetched = await self._download(handle, key, uid, progress, tarball)
                     return Resolved.of(handle, entry, layout.model(key), "download", fetched)
                 finally:
                     hub.release()
@@ -128,13 +141,17 @@ class Pipeline:
             kernel.release()
 
     async def _download(
-        self, handle: str, key: str, uid: str, progress: Progress | None
+        self, handle: str, key: str, uid: str, progress: Progress | None, tarball: Path | None
     ) -> tuple[Entry, int]:
         """Fetch, extract and publish ``handle``; we hold both locks."""
         staging = self.store.layout.staging(key, uid)
         staging.mkdir()
         started = time.monotonic()
         try:
+            if tarball is not None:
+                loop = asyncio.get_running_loop()
+                imported = await loop.run_in_executor(None, self._extract_file, tarball, staging)
+                return self.store.publish(key, handle, staging, imported.hashes), 0
             linked = await self._link_same_origin(handle, key, staging)
             if linked is not None:
                 return linked, 0
@@ -258,6 +275,15 @@ class Pipeline:
                 await download
             if not extraction.cancelled():
                 extraction.exception()  # retrieved: its error, if any, was handled above
+
+    def _extract_file(self, tarball: Path, staging: Path) -> Extracted:
+        limits = self.settings.limits
+        with tarball.open("rb") as file:
+            stream = open_decompressed(FileStream(file), limits)
+            try:
+                return extract_stream(stream, staging, limits)
+            finally:
+                stream.close()
 
     def _extract(self, part: PartFile, staging: Path) -> Extracted:
         """Worker thread: extract behind the writer; start over when the bytes restart."""
