@@ -55,6 +55,9 @@ NOTES = """Reading the numbers:
   floor for any tool that streams one gzip member. On such data ISA-L is little faster than zlib
   (Huffman-decoding literals dominates), so that floor sits near tensorflow_hub's own time, and
   the per-connection cap scenario is bound by the same floor once 8 connections outrun inflate.
+- hubcache writes each tarball twice (the resumable `.part` file, then the model) where
+  tensorflow_hub writes once; with a busy disk that write-back is part of hubcache's time. Every
+  timed fetch starts after a `sync`, so no round pays for the previous one's.
 - Profiles and the measured fixes are in docs/architecture.md ("Throughput")."""
 
 
@@ -111,6 +114,7 @@ class Env:
         return cls(root, socket, env)
 
     def run(self, code: str, *args: str) -> float:
+        os.sync()  # start from a clean page cache: no round pays for the last one's writeback
         done = subprocess.run(
             [sys.executable, "-c", code, *args],
             env=self.vars, capture_output=True, text=True, check=False,

@@ -132,25 +132,21 @@ def plan_extraction(members: Iterable[Member], limits: Limits) -> list[Step]:
     return [step for m in members if (step := plan_member(m, state, limits)) is not None]
 
 
+# Sparse first: tarfile reports GNU sparse files as regular files too.
+_KINDS: tuple[tuple[Callable[[tarfile.TarInfo], bool], MemberKind], ...] = (
+    (tarfile.TarInfo.issparse, MemberKind.SPARSE),
+    (tarfile.TarInfo.isreg, MemberKind.FILE),
+    (tarfile.TarInfo.isdir, MemberKind.DIR),
+    (tarfile.TarInfo.issym, MemberKind.SYMLINK),
+    (tarfile.TarInfo.islnk, MemberKind.HARDLINK),
+    (tarfile.TarInfo.ischr, MemberKind.CHARDEV),
+    (tarfile.TarInfo.isblk, MemberKind.BLOCKDEV),
+    (tarfile.TarInfo.isfifo, MemberKind.FIFO),
+)
+
+
 def member_of(info: tarfile.TarInfo) -> Member:
-    if info.issparse():
-        kind = MemberKind.SPARSE
-    elif info.isreg():
-        kind = MemberKind.FILE
-    elif info.isdir():
-        kind = MemberKind.DIR
-    elif info.issym():
-        kind = MemberKind.SYMLINK
-    elif info.islnk():
-        kind = MemberKind.HARDLINK
-    elif info.ischr():
-        kind = MemberKind.CHARDEV
-    elif info.isblk():
-        kind = MemberKind.BLOCKDEV
-    elif info.isfifo():
-        kind = MemberKind.FIFO
-    else:
-        kind = MemberKind.OTHER
+    kind = next((kind for test, kind in _KINDS if test(info)), MemberKind.OTHER)
     return Member(name=info.name, kind=kind, size=info.size)
 
 

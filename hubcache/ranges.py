@@ -108,9 +108,5 @@ def content_range(value: str | None) -> tuple[int, int | None] | None:
     return start, (None if total == "*" else int(total))
 
 
-def missing_bytes(chunks: Iterable[Chunk]) -> int:
-    return sum(chunk.remaining for chunk in chunks)
-
-
 def from_lists(rows: Iterable[Sequence[int]]) -> list[Chunk]:
     return [Chunk(int(start), int(end), int(done)) for start, end, done in rows]

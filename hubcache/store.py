@@ -155,6 +155,28 @@ class Store:
             handle, created = None, path.stat().st_mtime
         if handle is not None and cache_key(handle) != key:
             handle = None  # a descriptor that does not belong to this directory
+        return self._record(
+            key,
+            handle=handle,
+            manifest=manifest,
+            hashes=hashes,
+            model_print=model_print,
+            created=created,
+        )
+
+    def _record(
+        self,
+        key: str,
+        *,
+        handle: str | None,
+        manifest: dict[str, int],
+        hashes: dict[str, str],
+        model_print: str | None,
+        created: float,
+        etag: str | None = None,
+        final_url: str | None = None,
+    ) -> Entry:
+        """Write the index row of a model that is in place."""
         entry = Entry(
             key=key,
             handle=handle,
@@ -162,6 +184,8 @@ class Store:
             created=created,
             last_access=created,
             fingerprint=model_print,
+            etag=etag,
+            final_url=final_url,
             manifest=manifest,
             hashes=hashes,
         )
@@ -250,21 +274,16 @@ class Store:
             if adopted is None:
                 raise
             return adopted
-        now = time.time()
-        entry = Entry(
-            key=key,
+        return self._record(
+            key,
             handle=handle,
-            size_bytes=sum(manifest.values()),
-            created=now,
-            last_access=now,
-            fingerprint=model_print,
-            etag=etag,
-            final_url=final_url,
             manifest=manifest,
             hashes=hashes,
+            model_print=model_print,
+            created=time.time(),
+            etag=etag,
+            final_url=final_url,
         )
-        self.index.put(entry)
-        return entry
 
     def retire(self, key: str) -> bool:
         """Rename ``<key>/`` out of sight into trash, then delete it. False if there was none."""
