@@ -89,9 +89,8 @@ def _check_top_level(store: Store, keys: set[str]) -> list[Problem]:
             if owner is not None and owner.is_dead_here():
                 problems.append(Problem("stale_lock", name, f"lock of dead process {owner.pid}"))
         elif name == f"{key}.descriptor.txt" and is_key(key):
-            continue  # the descriptor of a model
-        elif name == f"{key}.descriptor.txt" and is_key(key) and key not in keys:
-            problems.append(Problem("orphan_descriptor", name, "descriptor without a model"))
+            if key not in keys:
+                problems.append(Problem("orphan_descriptor", name, "descriptor without a model"))
         else:
             problems.append(Problem("unknown", name, "not part of the cache layout"))
     return problems

@@ -287,3 +287,17 @@ def test_a_model_larger_than_the_disk_fails_cleanly_in_a_small_tmpfs(
     assert tiny["partial"] == []
     assert [run[0] for run in roomy["runs"]] == [0, 0]
     assert roomy["models"] == [other]  # `big` was evicted to make room
+
+
+def test_verify_repairs_a_model_deleted_behind_the_index(
+    origin: Origin, models: dict[str, Model], cache_dir: Path
+) -> None:
+    """`rm -rf <key>/` by hand leaves an index row and a descriptor: both found, both removed."""
+    url = origin.put("alpha", models["alpha"].tarball)
+    key = cache_key(url)
+    subprocess.run(["rm", "-rf", str(Path(hubcache.resolve(url)))], check=True)
+    found = json.loads(run_cli("verify", "--json").stdout)["problems"]
+    assert sorted((p["kind"], p["target"]) for p in found) == [
+        ("dangling_row", key), ("orphan_descriptor", f"{key}.descriptor.txt")]  # fmt: skip
+    assert run_cli("verify", "--repair").returncode == 0
+    assert cache_leftovers(cache_dir) == []
