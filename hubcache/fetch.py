@@ -21,8 +21,8 @@ from hubcache.config import DownloadSettings
 from hubcache.errors import FetchError, HTTPStatusError, IntegrityError
 from hubcache.parallel import ContentChanged, ParallelDownload
 from hubcache.partial import PartFile, PartState
-from hubcache.ranges import content_range, from_lists, plan_chunks, should_parallelise
-from hubcache.retry import compute_backoff, is_retryable_status, parse_retry_after
+from hubcache.ranges import continuation, from_lists, plan_chunks, should_parallelise
+from hubcache.retry import compute_backoff, status_failure
 
 log = logging.getLogger("hubcache.fetch")
 CHUNK = 1 << 20
@@ -211,11 +211,11 @@ class Download:
             # Nothing more to send: either we hold it all, or our bytes no longer fit.
             self.part.restart(self._state_from(response, None))
             raise _Retry("range not satisfiable; restarting from byte 0")
-        if status >= 400:
-            message = f"HTTP {status} {response.reason or ''} from {response.url}".strip()
-            if is_retryable_status(status):
-                raise _Retry(message, parse_retry_after(response.headers.get("Retry-After")))
-            raise HTTPStatusError(message, status=status)
+        retry = status_failure(
+            status, response.reason, response.url, response.headers.get("Retry-After")
+        )
+        if retry is not None:
+            raise _Retry(*retry)
         if status not in (200, 206):
             raise HTTPStatusError(f"unexpected HTTP {status} from {response.url}", status=status)
 
@@ -231,13 +231,13 @@ class Download:
         """Decide whether the body continues our bytes or replaces them; return the total."""
         state = self.part.state
         if response.status == 206 and ranged and state is not None:
-            found = content_range(response.headers.get("Content-Range"))
-            etag = response.headers.get("ETag")
-            if (
-                found is None
-                or found[0] != self.part.size
-                or (etag and state.etag and etag != state.etag)
-            ):
+            found = continuation(
+                response.headers.get("Content-Range"),
+                response.headers.get("ETag"),
+                self.part.size,
+                state.etag,
+            )
+            if found is None:
                 self.part.restart(self._state_from(response, None))
                 raise _Retry("resumed range does not continue the partial file; restarting")
             total = found[1] if found[1] is not None else state.total

@@ -21,10 +21,10 @@ from typing import Any
 import aiohttp
 
 from hubcache.config import DownloadSettings
-from hubcache.errors import FetchError, HTTPStatusError
+from hubcache.errors import FetchError
 from hubcache.partial import PartFile, PartState
-from hubcache.ranges import Chunk, content_range, laggards, split, watermark
-from hubcache.retry import compute_backoff, is_retryable_status, parse_retry_after
+from hubcache.ranges import Chunk, continuation, laggards, split, watermark
+from hubcache.retry import compute_backoff, status_failure
 
 READ_SIZE = 1 << 20
 MONITOR_SECONDS = 1.0
@@ -190,18 +190,14 @@ class ParallelDownload:
         status = response.status
         if status == 200:
             raise ContentChanged("origin answered a ranged request with the whole body")
-        if status >= 400:
-            message = f"HTTP {status} {response.reason or ''} from {response.url}".strip()
-            if is_retryable_status(status):
-                raise _ChunkFailed(message, parse_retry_after(response.headers.get("Retry-After")))
-            raise HTTPStatusError(message, status=status)
-        found = content_range(response.headers.get("Content-Range"))
-        etag = response.headers.get("ETag")
-        if (
-            status != 206
-            or found is None
-            or found[0] != chunk.position
-            or (etag and self.state.etag and etag != self.state.etag)
+        retry = status_failure(
+            status, response.reason, response.url, response.headers.get("Retry-After")
+        )
+        if retry is not None:
+            raise _ChunkFailed(*retry)
+        headers = response.headers
+        if status != 206 or not continuation(
+            headers.get("Content-Range"), headers.get("ETag"), chunk.position, self.state.etag
         ):
             raise ContentChanged("a ranged answer does not match the download")
 

@@ -108,5 +108,16 @@ def content_range(value: str | None) -> tuple[int, int | None] | None:
     return start, (None if total == "*" else int(total))
 
 
+def continuation(
+    content_range_header: str | None, etag: str | None, position: int, known_etag: str | None
+) -> tuple[int, int | None] | None:
+    """The parsed Content-Range when a 206 continues exactly at ``position`` of the same content
+    (ETags, when both sides have one, agree); None when it does not."""
+    found = content_range(content_range_header)
+    if found is None or found[0] != position or (etag and known_etag and etag != known_etag):
+        return None
+    return found
+
+
 def from_lists(rows: Iterable[Sequence[int]]) -> list[Chunk]:
     return [Chunk(int(start), int(end), int(done)) for start, end, done in rows]

@@ -6,12 +6,27 @@ import email.utils
 import random
 import time
 
+from hubcache.errors import HTTPStatusError
+
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 600.0
 
 
 def is_retryable_status(status: int) -> bool:
     return status in RETRY_STATUSES or 520 <= status <= 599
+
+
+def status_failure(
+    status: int, reason: str | None, url: object, retry_after: str | None
+) -> tuple[str, float | None] | None:
+    """None for a success status; (message, Retry-After seconds) for one worth retrying; raises
+    :class:`HTTPStatusError` for a final one."""
+    if status < 400:
+        return None
+    message = f"HTTP {status} {reason or ''} from {url}".strip()
+    if is_retryable_status(status):
+        return message, parse_retry_after(retry_after)
+    raise HTTPStatusError(message, status=status)
 
 
 def compute_backoff(
