@@ -13,11 +13,10 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import filelock
-
 from hubcache.config import MinFree, Settings
 from hubcache.index import Entry
 from hubcache.leases import exclusive
+from hubcache.locks import try_kernel_lock
 from hubcache.store import Store
 
 
@@ -91,10 +90,8 @@ def collect(
 
 
 def _remove_unless_busy(store: Store, key: str) -> bool:
-    lock = filelock.FileLock(str(store.layout.kernel_lock(key)), thread_local=False)
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
+    lock = try_kernel_lock(store.layout.kernel_lock(key))
+    if lock is None:
         return False  # being downloaded or healed right now
     try:
         with exclusive(store.layout, key) as unleased:

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import filelock
-
 from hubcache.dedup import free_unused_blobs
-from hubcache.layout import STATE_DIR, is_key
-from hubcache.locks import LockOwner
-from hubcache.store import Store, file_sha256, handle_from_descriptor
+from hubcache.layout import STATE_DIR, is_key, lock_key, staging_owner
+from hubcache.locks import try_kernel_lock
+from hubcache.store import Store, file_sha256, handle_from_descriptor, read_text
 from hubcache.verify import model_problems
-
-_STAGING = re.compile(r"^([0-9a-f]{40})\.([^.]+)\.tmp$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +37,14 @@ class Problem:
         return asdict(self)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf8", errors="replace")
-    except OSError:
-        return ""
-
-
 def _check_models(store: Store, keys: set[str], deep: bool) -> list[Problem]:
     problems, rows = [], {e.key: e for e in store.index.all()}
     for key in sorted(keys):
         entry = rows.get(key)
         handle = (
-            entry.handle if entry else handle_from_descriptor(_read(store.layout.descriptor(key)))
+            entry.handle
+            if entry
+            else handle_from_descriptor(read_text(store.layout.descriptor(key)))
         )
         found = model_problems(store.layout.model(key), entry.manifest if entry else None)
         if found:
@@ -75,23 +64,18 @@ def _check_models(store: Store, keys: set[str], deep: bool) -> list[Problem]:
 
 
 def _check_top_level(store: Store, keys: set[str]) -> list[Problem]:
-    problems, root = [], store.layout.root
-    for name in sorted(os.listdir(root)):
+    left = {name: (kind, detail) for kind, name, detail in store.leftovers()}
+    problems = []
+    for name in sorted(os.listdir(store.layout.root)):
+        key = name.removesuffix(".descriptor.txt")
         if name == STATE_DIR or name in keys:
             continue
-        staging, key = _STAGING.match(name), name[:40]
-        if staging:
-            owner = LockOwner.parse(_read(store.layout.hub_lock(staging.group(1))))
-            if owner is None or owner.uid != staging.group(2) or owner.is_dead_here():
-                problems.append(Problem("orphan_staging", name, "staging left by a dead download"))
-        elif name == f"{key}.lock" and is_key(key):
-            owner = LockOwner.parse(_read(root / name))
-            if owner is not None and owner.is_dead_here():
-                problems.append(Problem("stale_lock", name, f"lock of dead process {owner.pid}"))
-        elif name == f"{key}.descriptor.txt" and is_key(key):
+        if name in left:
+            problems.append(Problem(left[name][0], name, left[name][1]))
+        elif key != name and is_key(key):
             if key not in keys:
                 problems.append(Problem("orphan_descriptor", name, "descriptor without a model"))
-        else:
+        elif staging_owner(name) is None and lock_key(name) is None:  # else a live download's
             problems.append(Problem("unknown", name, "not part of the cache layout"))
     return problems
 
@@ -120,17 +104,8 @@ def check(store: Store, *, deep: bool = True) -> list[Problem]:
     return problems + _check_top_level(store, keys) + _check_state(store, keys)
 
 
-def _busy(store: Store, key: str) -> filelock.FileLock | None:
-    lock = filelock.FileLock(str(store.layout.kernel_lock(key)), thread_local=False)
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        return None
-    return lock
-
-
 def _refetch_model(store: Store, problem: Problem, refetch: list[str]) -> bool:
-    lock = _busy(store, problem.target)
+    lock = try_kernel_lock(store.layout.kernel_lock(problem.target))
     if lock is None:
         return False  # being downloaded: it will be complete when that ends
     try:

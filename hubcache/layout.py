@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+STAGING_PATTERN = re.compile(r"^([0-9a-f]{40})\.([^.]+)\.tmp$")
 STATE_DIR = ".hubcache"
 
 
@@ -76,3 +77,15 @@ class Layout:
 
 def is_key(name: str) -> bool:
     return bool(KEY_PATTERN.match(name))
+
+
+def staging_owner(name: str) -> tuple[str, str] | None:
+    """(key, uid) of a ``<key>.<uid>.tmp`` staging name, else None."""
+    match = STAGING_PATTERN.match(name)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def lock_key(name: str) -> str | None:
+    """The key of a tensorflow_hub lock name ``<key>.lock``, else None."""
+    key = name.removesuffix(".lock")
+    return key if key != name and is_key(key) else None

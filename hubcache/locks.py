@@ -84,6 +84,16 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def try_kernel_lock(path: Path) -> filelock.FileLock | None:
+    """The kernel lock at ``path`` if nobody holds it (release it when done), else None."""
+    lock = filelock.FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        return None
+    return lock
+
+
 class KernelLock:
     """An exclusive ``filelock`` between hubcache processes, acquired without blocking the loop."""
 

@@ -12,7 +12,6 @@ import datetime
 import errno
 import hashlib
 import os
-import re
 import shutil
 import socket
 import time
@@ -27,14 +26,13 @@ from hubcache.errors import NotAModelError
 from hubcache.fingerprint import fingerprint, fingerprint_pb
 from hubcache.handles import cache_key
 from hubcache.index import Entry, Index
-from hubcache.layout import Layout, is_key
+from hubcache.layout import Layout, is_key, lock_key, staging_owner
 from hubcache.locks import LockOwner
 from hubcache.verify import model_problems, shape_problems, take_manifest
 
-_STAGING = re.compile(r"^([0-9a-f]{40})\.([^.]+)\.tmp$")
 
-
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A small text file's content; empty when it cannot be read."""
     try:
         return path.read_text(encoding="utf8", errors="replace")
     except OSError:
@@ -209,25 +207,35 @@ class Store:
         listed += [adopted for key in sorted(keys) if (adopted := self.adopt(key)) is not None]
         return sorted(listed, key=lambda e: e.key)
 
+    def leftovers(self) -> list[tuple[str, str, str]]:
+        """(kind, name, detail) of what dead downloads left at the top level: ``stale_lock``, a
+        tensorflow_hub lock of a dead process on this host; ``orphan_staging``, staging that no
+        live lock owns. The daemon's start-up sweep removes them; ``verify`` reports them."""
+        found = []
+        root = self.layout.root
+        for name in sorted(os.listdir(root)):
+            staging = staging_owner(name)
+            if staging is not None and (root / name).is_dir():
+                owner = LockOwner.parse(read_text(self.layout.hub_lock(staging[0])))
+                if owner is None or owner.uid != staging[1] or owner.is_dead_here():
+                    found.append(("orphan_staging", name, "staging left by a dead download"))
+            elif lock_key(name) is not None:
+                owner = LockOwner.parse(read_text(root / name))
+                if owner is not None and owner.is_dead_here():
+                    found.append(("stale_lock", name, f"lock of dead process {owner.pid}"))
+        return found
+
     def sweep(self) -> list[str]:
         """Remove what dead owners left behind: hub locks, staging directories, trash."""
         removed = []
-        root = self.layout.root
-        for name in sorted(os.listdir(root)):
-            key = name[: -len(".lock")]
-            if name.endswith(".lock") and is_key(key):
-                owner = LockOwner.parse(_read_text(root / name))
-                if owner is not None and owner.is_dead_here():
-                    with contextlib.suppress(FileNotFoundError):
-                        (root / name).unlink()
-                    removed.append(name)
-        for name in sorted(os.listdir(root)):
-            match = _STAGING.match(name)
-            if match and (root / name).is_dir():
-                owner = LockOwner.parse(_read_text(self.layout.hub_lock(match.group(1))))
-                if owner is None or owner.uid != match.group(2):
-                    shutil.rmtree(root / name, ignore_errors=True)
-                    removed.append(name)
+        for kind, name, _detail in self.leftovers():
+            path = self.layout.root / name
+            if kind == "orphan_staging":
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(name)
         for child in sorted(os.listdir(self.layout.trash)):
             shutil.rmtree(self.layout.trash / child, ignore_errors=True)
             removed.append(f"{self.layout.trash.name}/{child}")
